@@ -1,0 +1,268 @@
+//! `lazysnap extract NAME DEST`: a full, atomic, parallel restore.
+//!
+//! Frames are fetched and decompressed in parallel and arrive in order; files
+//! are written from them in tar-stream order into a temporary directory next
+//! to DEST, which is renamed into place only when everything (data, modes,
+//! owners, xattrs, times) is done. DEST must not exist; on any error the
+//! temporary directory is removed and DEST is untouched.
+//!
+//! Safety rests on [`crate::format::Index::validate`]: every path is relative
+//! without `..`, and every entry's parent is a directory of the index, so no
+//! write can go through a symlink. Files are created with `O_EXCL|O_NOFOLLOW`.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fetch::stream::{stream_frames, FrameData};
+use crate::format::{path, Entry, Index, Kind};
+use crate::snapshot::Snapshot;
+use crate::store::Store;
+use crate::{progress, sys};
+
+/// Frames runs fetched at once.
+const PARALLEL: usize = 4;
+
+/// Restore snapshot `name` into the new directory `dest`.
+pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(dest).is_ok() {
+        return Err(Error::Exists {
+            what: dest.display().to_string(),
+        });
+    }
+    let snap = rt.block_on(Snapshot::open(store, name))?;
+    let index = snap.index.clone();
+    let root = sys::is_root();
+    if !root {
+        if let Some(e) = index
+            .entries
+            .iter()
+            .find(|e| matches!(e.kind, Kind::Char | Kind::Block))
+        {
+            return Err(Error::refused(
+                path::display(&e.path),
+                "device nodes are extracted only by root",
+            ));
+        }
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let base = dest
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("{}: not a valid destination", dest.display())))?;
+    let tmp = parent.join(format!(".{}.lazysnap-{}", base.to_string_lossy(), std::process::id()));
+    std::fs::create_dir(&tmp).ctx(|| tmp.display().to_string())?;
+    let _guard = rt.enter();
+    let rx = stream_frames(
+        store.clone(),
+        snap.key.clone(),
+        Arc::new(index.frames.clone()),
+        PARALLEL,
+        snap.name.clone(),
+    );
+    let pb = progress::bytes(Some(index.tar_size), "extract");
+    let mut ex = Extractor {
+        tmp: tmp.clone(),
+        root,
+        frames: Frames {
+            rx: crate::fetch::stream::StreamReader::new(rx).with_progress(pb.clone()),
+            buf: VecDeque::new(),
+        },
+    };
+    let res = ex.run(&index).and_then(|()| {
+        sys::rename_noreplace(&tmp, dest).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EEXIST) || e.raw_os_error() == Some(libc::ENOTEMPTY) {
+                Error::Exists {
+                    what: dest.display().to_string(),
+                }
+            } else {
+                Error::io_path(dest, e)
+            }
+        })
+    });
+    pb.finish_and_clear();
+    if res.is_err() {
+        remove_tree(&tmp);
+    }
+    res
+}
+
+/// Remove a partially extracted tree, making read-only dirs writable first.
+fn remove_tree(p: &Path) {
+    if std::fs::remove_dir_all(p).is_ok() {
+        return;
+    }
+    fn open_up(p: &Path) {
+        if let Ok(m) = std::fs::symlink_metadata(p) {
+            if m.is_dir() {
+                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+                if let Ok(rd) = std::fs::read_dir(p) {
+                    for e in rd.flatten() {
+                        open_up(&e.path());
+                    }
+                }
+            }
+        }
+    }
+    open_up(p);
+    let _ = std::fs::remove_dir_all(p);
+}
+
+/// Decompressed frames arriving in order, kept until consumed.
+struct Frames {
+    rx: crate::fetch::stream::StreamReader,
+    buf: VecDeque<FrameData>,
+}
+
+impl Frames {
+    /// Write tar-stream bytes `[off, off+len)` to `out`.
+    fn copy(&mut self, off: u64, len: u64, out: &mut dyn Write, what: &Path) -> Result<()> {
+        let end = off + len;
+        while self.buf.front().is_some_and(|f| f.u_off + f.data.len() as u64 <= off) {
+            self.buf.pop_front();
+        }
+        let mut pos = off;
+        let mut i = 0;
+        while pos < end {
+            if i == self.buf.len() {
+                match self.rx.next_frame()? {
+                    Some(f) => self.buf.push_back(f),
+                    None => return Err(Error::Store("frame stream ended early".into())),
+                }
+                continue;
+            }
+            let f = &self.buf[i];
+            let f_end = f.u_off + f.data.len() as u64;
+            if f_end > pos {
+                let s = (pos - f.u_off) as usize;
+                let e = (end.min(f_end) - f.u_off) as usize;
+                out.write_all(&f.data[s..e]).ctx(|| what.display().to_string())?;
+                pos = end.min(f_end);
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+struct Extractor {
+    tmp: PathBuf,
+    root: bool,
+    frames: Frames,
+}
+
+impl Extractor {
+    fn target(&self, e: &Entry) -> PathBuf {
+        if e.path.is_empty() {
+            self.tmp.clone()
+        } else {
+            self.tmp.join(std::ffi::OsStr::from_bytes(&e.path))
+        }
+    }
+
+    fn run(&mut self, index: &Index) -> Result<()> {
+        // 1. Directories, parents first (index order), private until the end.
+        for e in index
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::Dir && !e.path.is_empty())
+        {
+            let p = self.target(e);
+            std::fs::create_dir(&p).ctx(|| p.display().to_string())?;
+        }
+        // 2. File data, in tar-stream order.
+        let mut files: Vec<&Entry> = index.entries.iter().filter(|e| e.kind == Kind::File).collect();
+        files.sort_by_key(|e| e.offset);
+        for e in files {
+            let p = self.target(e);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&p)
+                .ctx(|| p.display().to_string())?;
+            self.frames.copy(e.offset, e.size, &mut f, &p)?;
+            self.finish_file(e, &p, &f)?;
+        }
+        // 3. Everything else; hardlinks point at files written above.
+        for e in index.entries.iter() {
+            let p = self.target(e);
+            match e.kind {
+                Kind::Symlink => {
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&e.link), &p)
+                        .ctx(|| p.display().to_string())?;
+                    self.finish_meta(e, &p, false)?;
+                }
+                Kind::Hardlink => {
+                    let t = self.tmp.join(std::ffi::OsStr::from_bytes(&e.link));
+                    std::fs::hard_link(&t, &p).ctx(|| p.display().to_string())?;
+                }
+                Kind::Fifo => {
+                    sys::mknod(&p, libc::S_IFIFO, e.mode, 0, 0).ctx(|| p.display().to_string())?;
+                    self.finish_meta(e, &p, true)?;
+                }
+                Kind::Char | Kind::Block => {
+                    let t = if e.kind == Kind::Char {
+                        libc::S_IFCHR
+                    } else {
+                        libc::S_IFBLK
+                    };
+                    sys::mknod(&p, t, e.mode, e.dev_major, e.dev_minor).ctx(|| p.display().to_string())?;
+                    self.finish_meta(e, &p, true)?;
+                }
+                Kind::File | Kind::Dir | Kind::Whiteout => {}
+            }
+        }
+        // 4. Directory metadata, deepest first, so child creation cannot
+        //    disturb a parent's mtime and read-only dirs are filled already.
+        for e in index.entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
+            let p = self.target(e);
+            self.finish_meta(e, &p, true)?;
+        }
+        Ok(())
+    }
+
+    fn finish_file(&self, e: &Entry, p: &Path, f: &File) -> Result<()> {
+        let ctx = || p.display().to_string();
+        if self.root {
+            std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid)).ctx(ctx)?;
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(e.mode)).ctx(ctx)?;
+        self.set_xattrs(e, p)?;
+        sys::set_times(p, e.mtime, e.mtime_nsec).ctx(ctx)
+    }
+
+    fn finish_meta(&self, e: &Entry, p: &Path, chmod: bool) -> Result<()> {
+        let ctx = || p.display().to_string();
+        if self.root {
+            sys::lchown(p, e.uid, e.gid).ctx(ctx)?;
+        }
+        if chmod {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(e.mode)).ctx(ctx)?;
+        }
+        if e.kind != Kind::Symlink {
+            self.set_xattrs(e, p)?;
+        }
+        sys::set_times(p, e.mtime, e.mtime_nsec).ctx(ctx)
+    }
+
+    fn set_xattrs(&self, e: &Entry, p: &Path) -> Result<()> {
+        for (k, v) in &e.xattrs {
+            if !(k.starts_with(b"user.") || self.root) {
+                continue;
+            }
+            sys::set_xattr(p, k, v).ctx(|| format!("{}: xattr {}", p.display(), String::from_utf8_lossy(k)))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! `inspect`, `ls` and `cat`: read-only views that fetch as little as possible.
+
+use std::io::Write;
+
+use serde::Serialize;
+use tokio::runtime::Handle;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fetch::{self, coalesce, MAX_REQUEST};
+use crate::format::{self, path, Entry, Index, Kind};
+use crate::snapshot::Snapshot;
+use crate::store::Store;
+
+/// Summary of a snapshot, as printed by `inspect`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Snapshot name.
+    pub name: String,
+    /// Format version.
+    pub format_version: u16,
+    /// Writer tool.
+    pub tool: String,
+    /// Creation time (seconds since the epoch, fractional).
+    pub created: f64,
+    /// Object size in bytes.
+    pub size: u64,
+    /// Uncompressed tar stream size.
+    pub tar_size: u64,
+    /// Compressed data frames size.
+    pub data_size: u64,
+    /// Compressed index frame size.
+    pub index_size: u64,
+    /// Decompressed index size.
+    pub index_raw_size: u64,
+    /// Index digest (hex).
+    pub index_digest: String,
+    /// Nominal frame size.
+    pub frame_size: u64,
+    /// zstd level.
+    pub level: i32,
+    /// Number of frames.
+    pub frames: usize,
+    /// Entries by type.
+    pub entries: usize,
+    /// Regular files.
+    pub files: usize,
+    /// Directories.
+    pub dirs: usize,
+    /// Symlinks.
+    pub symlinks: usize,
+    /// Hardlinks (names beyond the first).
+    pub hardlinks: usize,
+    /// Other entries (fifos, devices, whiteouts).
+    pub other: usize,
+    /// Bytes of regular file content.
+    pub file_bytes: u64,
+    /// Parent snapshot, for diffs.
+    pub parent: Option<ParentInfo>,
+    /// Length of the prefetch list.
+    pub prefetch: usize,
+}
+
+/// A parent reference.
+#[derive(Debug, Serialize)]
+pub struct ParentInfo {
+    /// Parent name.
+    pub name: String,
+    /// Parent index digest (hex).
+    pub index_digest: String,
+}
+
+/// Open `name` and summarise it.
+pub fn inspect(rt: &Handle, store: &Store, name: &str) -> Result<Summary> {
+    let s = rt.block_on(Snapshot::open(store, name))?;
+    let idx = &s.index;
+    let count = |k: Kind| idx.entries.iter().filter(|e| e.kind == k).count();
+    Ok(Summary {
+        name: s.name.clone(),
+        format_version: s.footer.version,
+        tool: idx.tool.clone(),
+        created: idx.created_ns as f64 / 1e9,
+        size: s.size,
+        tar_size: idx.tar_size,
+        data_size: idx.data_size(),
+        index_size: s.footer.index_len,
+        index_raw_size: s.footer.index_raw_len,
+        index_digest: format::hex(&s.footer.index_digest),
+        frame_size: idx.frame_size,
+        level: idx.level,
+        frames: idx.frames.len(),
+        entries: idx.entries.len(),
+        files: count(Kind::File),
+        dirs: count(Kind::Dir),
+        symlinks: count(Kind::Symlink),
+        hardlinks: count(Kind::Hardlink),
+        other: count(Kind::Fifo) + count(Kind::Char) + count(Kind::Block) + count(Kind::Whiteout),
+        file_bytes: idx
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| e.size)
+            .sum(),
+        parent: idx.parent.as_ref().map(|p| ParentInfo {
+            name: p.name.clone(),
+            index_digest: format::hex(&p.index_digest),
+        }),
+        prefetch: idx.prefetch.len(),
+    })
+}
+
+/// One row of `ls`.
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    /// Path relative to the snapshot root.
+    pub path: String,
+    /// Entry type.
+    pub kind: &'static str,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (seconds).
+    pub mtime: i64,
+    /// Link target, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+impl Listing {
+    fn of(e: &Entry) -> Listing {
+        Listing {
+            path: path::display(&e.path),
+            kind: e.kind.name(),
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            size: e.size,
+            mtime: e.mtime,
+            link: matches!(e.kind, Kind::Symlink | Kind::Hardlink)
+                .then(|| String::from_utf8_lossy(&e.link).into_owned()),
+        }
+    }
+}
+
+/// Parse a user-supplied path inside a snapshot ("/", "a/b", "/a/b/").
+pub fn parse_inner_path(p: &str) -> Result<Vec<u8>> {
+    let norm = path::normalize_tar_name(p.trim_start_matches('/').as_bytes());
+    path::check(&norm).map_err(|why| Error::Usage(format!("bad path {p:?}: {why}")))?;
+    Ok(norm)
+}
+
+fn lookup<'a>(idx: &'a Index, name: &str, p: &[u8]) -> Result<(usize, &'a Entry)> {
+    let i = idx
+        .find(p)
+        .ok_or_else(|| Error::not_found(format!("{} in snapshot {name}", path::display(p))))?;
+    Ok((i, &idx.entries[i]))
+}
+
+/// Entries directly under `dir` (or the entry itself when it is not a dir).
+pub fn ls(rt: &Handle, store: &Store, name: &str, dir: &str) -> Result<Vec<Listing>> {
+    let s = rt.block_on(Snapshot::open(store, name))?;
+    let p = parse_inner_path(dir)?;
+    let (i, e) = lookup(&s.index, name, &p)?;
+    if e.kind != Kind::Dir {
+        return Ok(vec![Listing::of(e)]);
+    }
+    Ok(s.index.children(i).map(|c| Listing::of(&s.index.entries[c])).collect())
+}
+
+/// Write one file's content to `out`, fetching only the frames it touches.
+pub fn cat(rt: &Handle, store: &Store, name: &str, file: &str, out: &mut dyn Write) -> Result<()> {
+    let s = rt.block_on(Snapshot::open(store, name))?;
+    let p = parse_inner_path(file)?;
+    let (_, e) = lookup(&s.index, name, &p)?;
+    if !e.kind.has_data() {
+        return Err(Error::Usage(format!(
+            "{}: not a regular file ({})",
+            path::display(&p),
+            e.kind.name()
+        )));
+    }
+    let frames = &s.index.frames;
+    let range = e.offset..e.offset + e.size;
+    let what = format!("snapshot {name}");
+    let mut hasher = blake3::Hasher::new();
+    for run in coalesce(frames, fetch::frame_range(frames, range.clone()), MAX_REQUEST) {
+        let base = run.start;
+        let datas = rt.block_on(fetch::fetch_run(store, &s.key, frames, run, &what))?;
+        for (k, data) in datas.iter().enumerate() {
+            let mut piece = Vec::new();
+            fetch::append_overlap(&mut piece, &frames[base + k], data, &range);
+            hasher.update(&piece);
+            out.write_all(&piece).ctx(|| "writing output".into())?;
+        }
+    }
+    if format::truncate(hasher.finalize()) != e.digest {
+        return Err(Error::corrupt(
+            &what,
+            format!("{}: content digest mismatch", path::display(&p)),
+        ));
+    }
+    out.flush().ctx(|| "writing output".into())
+}

@@ -1,0 +1,367 @@
+//! The `lazysnap` command line: parse, call the library, print.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lazysnap::cmd;
+use lazysnap::error::{Error, Result};
+use lazysnap::format::writer::WriterOptions;
+use lazysnap::format::{self, DEFAULT_LEVEL};
+use lazysnap::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "lazysnap",
+    version,
+    about = "Instant-restore, cheap-save workspace snapshots"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct StoreArg {
+    /// Store URI: a directory path or file://DIR.
+    #[arg(long, env = "LAZYSNAP_STORE", default_value_os_t = default_store())]
+    store: PathBuf,
+}
+
+#[derive(clap::Args, Clone)]
+struct WriteArgs {
+    /// Uncompressed bytes per zstd frame (e.g. 512KiB, 1MiB).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    frame_size: u64,
+    /// zstd compression level of data frames.
+    #[arg(long, default_value_t = DEFAULT_LEVEL, allow_negative_numbers = true)]
+    level: i32,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Snapshot a directory tree.
+    Create {
+        /// Directory to snapshot.
+        dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Name of the new snapshot.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Convert a .tar, .tar.gz or .tar.zst into an indexed snapshot.
+    Import {
+        /// Archive to import.
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Name of the new snapshot.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Show a snapshot's metadata, counts and sizes.
+    Inspect {
+        /// Snapshot name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory inside a snapshot.
+    Ls {
+        /// Snapshot name.
+        name: String,
+        /// Directory inside the snapshot.
+        #[arg(default_value = "/")]
+        path: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one file, fetching only its frames.
+    Cat {
+        /// Snapshot name.
+        name: String,
+        /// File inside the snapshot.
+        path: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print {"bytes_fetched":N,"requests":M} on stderr at the end.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Check every frame digest and every entry.
+    Verify {
+        /// Snapshot name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a snapshot into a new directory (atomic, parallel).
+    Extract {
+        /// Snapshot name.
+        name: String,
+        /// Destination; must not exist.
+        dest: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print {"bytes_fetched":N,"requests":M} on stderr at the end.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// List the snapshots in a store.
+    List {
+        /// Only names starting with this prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+fn default_store() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("lazysnap/store")
+}
+
+/// Parse "512KiB", "1MiB", "4M", "1048576".
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("bad size unit in {s:?} (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} too large"))
+}
+
+fn writer_opts(w: &WriteArgs) -> Result<WriterOptions> {
+    let frame_size = usize::try_from(w.frame_size).map_err(|_| Error::Usage("--frame-size too large".into()))?;
+    Ok(WriterOptions {
+        frame_size,
+        level: w.level,
+        ..WriterOptions::default()
+    })
+}
+
+fn open_store(s: &StoreArg) -> Result<Store> {
+    Store::open(&s.store.to_string_lossy())
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Error::Store(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn report_written(name: &str, w: &format::writer::Written, secs: f64) {
+    let idx = &w.index;
+    println!(
+        "created {name}: {} entries, {} frames, {} tar -> {} ({} index) in {secs:.2}s",
+        idx.entries.len(),
+        idx.frames.len(),
+        human(idx.tar_size),
+        human(w.size),
+        human(w.index_len),
+    );
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting runtime", e))?;
+    let h = rt.handle();
+    let t0 = std::time::Instant::now();
+    match cli.cmd {
+        Command::Create {
+            dir,
+            store,
+            name,
+            write,
+        } => {
+            let w = cmd::create::create(h, &open_store(&store)?, &name, &dir, writer_opts(&write)?)?;
+            report_written(&name, &w, t0.elapsed().as_secs_f64());
+        }
+        Command::Import {
+            file,
+            store,
+            name,
+            write,
+        } => {
+            let w = cmd::import::import(h, &open_store(&store)?, &name, &file, writer_opts(&write)?)?;
+            report_written(&name, &w, t0.elapsed().as_secs_f64());
+        }
+        Command::Inspect { name, store, json } => {
+            let s = cmd::inspect::inspect(h, &open_store(&store)?, &name)?;
+            if json {
+                print_json(&s)?;
+            } else {
+                println!("name:        {}", s.name);
+                println!("format:      v{} ({})", s.format_version, s.tool);
+                println!(
+                    "size:        {} (data {}, index {} -> {} raw)",
+                    human(s.size),
+                    human(s.data_size),
+                    human(s.index_size),
+                    human(s.index_raw_size)
+                );
+                println!(
+                    "tar stream:  {}  ({} of file content)",
+                    human(s.tar_size),
+                    human(s.file_bytes)
+                );
+                println!(
+                    "frames:      {} x ~{} at zstd level {}",
+                    s.frames,
+                    human(s.frame_size),
+                    s.level
+                );
+                println!(
+                    "entries:     {} ({} files, {} dirs, {} symlinks, {} hardlinks, {} other)",
+                    s.entries, s.files, s.dirs, s.symlinks, s.hardlinks, s.other
+                );
+                println!("index:       {}", s.index_digest);
+                match &s.parent {
+                    Some(p) => println!("parent:      {} ({})", p.name, p.index_digest),
+                    None => println!("parent:      none (full snapshot)"),
+                }
+                println!("prefetch:    {} paths", s.prefetch);
+            }
+        }
+        Command::Ls {
+            name,
+            path,
+            store,
+            json,
+        } => {
+            let rows = cmd::inspect::ls(h, &open_store(&store)?, &name, &path)?;
+            if json {
+                print_json(&rows)?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                for r in rows {
+                    let link = r.link.map(|l| format!(" -> {l}")).unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "{:<8} {:04o} {:>5}:{:<5} {:>12} {}{}",
+                        r.kind, r.mode, r.uid, r.gid, r.size, r.path, link
+                    );
+                }
+            }
+        }
+        Command::Cat {
+            name,
+            path,
+            store,
+            stats,
+        } => {
+            let st = open_store(&store)?;
+            let res = cmd::inspect::cat(h, &st, &name, &path, &mut std::io::stdout().lock());
+            if stats {
+                eprintln!("{}", st.stats().json());
+            }
+            res?;
+        }
+        Command::Verify { name, store, json } => {
+            let r = cmd::verify::verify(h, &open_store(&store)?, &name)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "ok: {name}: {} frames, {} entries, {} verified",
+                    r.frames,
+                    r.entries,
+                    human(r.tar_bytes)
+                );
+            }
+        }
+        Command::Extract {
+            name,
+            dest,
+            store,
+            stats,
+        } => {
+            let st = open_store(&store)?;
+            let res = cmd::extract::extract(h, &st, &name, &dest);
+            if stats {
+                eprintln!("{}", st.stats().json());
+            }
+            res?;
+        }
+        Command::List { prefix, store } => {
+            for n in rt.block_on(open_store(&store)?.list_snapshots(&prefix))? {
+                println!("{n}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lazysnap: error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("").is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! Opening a snapshot from a store: footer and index in at most two reads.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::footer::{Footer, FOOTER_LEN};
+use crate::format::{Digest, Index};
+use crate::store::{snapshot_key, Store};
+
+/// Bytes read from the tail on open: the footer plus, usually, the index.
+pub const SUFFIX_READ: u64 = 512 * 1024;
+
+/// Indexes larger than this are refused (a corrupt footer could ask for more).
+const MAX_INDEX: u64 = 1 << 30;
+
+/// An opened snapshot: where it lives and its decoded index.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Snapshot name in its store.
+    pub name: String,
+    /// Object key.
+    pub key: String,
+    /// Object size.
+    pub size: u64,
+    /// The footer.
+    pub footer: Footer,
+    /// The index.
+    pub index: Arc<Index>,
+}
+
+impl Snapshot {
+    /// Digest of the compressed index (what children reference).
+    pub fn index_digest(&self) -> Digest {
+        self.footer.index_digest
+    }
+
+    /// Read the footer and index of `name`: one suffix read, and a second
+    /// ranged read only when the index does not fit in the first.
+    pub async fn open(store: &Store, name: &str) -> Result<Snapshot> {
+        let key = snapshot_key(name)?;
+        let what = format!("snapshot {name}");
+        let (tail, size) = store.get_suffix(&key, SUFFIX_READ).await.map_err(|e| match e {
+            Error::NotFound { .. } => Error::not_found(format!("snapshot {name} in {}", store.describe())),
+            e => e,
+        })?;
+        if tail.len() < FOOTER_LEN {
+            return Err(Error::corrupt(&what, "shorter than a footer (truncated?)"));
+        }
+        let footer = Footer::decode(&tail[tail.len() - FOOTER_LEN..], size, &what)?;
+        if footer.index_raw_len > MAX_INDEX || footer.index_len > MAX_INDEX {
+            return Err(Error::corrupt(&what, "index larger than 1 GiB"));
+        }
+        let tail_start = size - tail.len() as u64;
+        let frame = if footer.index_offset >= tail_start {
+            let s = (footer.index_offset - tail_start) as usize;
+            tail.slice(s..tail.len() - FOOTER_LEN)
+        } else {
+            let end = footer.index_offset + footer.index_len;
+            store.get_range(&key, footer.index_offset..end).await?
+        };
+        let payload = footer.index_payload(&frame, &what)?;
+        let raw = zstd::bulk::decompress(payload, footer.index_raw_len as usize)
+            .map_err(|e| Error::corrupt(&what, format!("index: {e}")))?;
+        if raw.len() as u64 != footer.index_raw_len {
+            return Err(Error::corrupt(&what, "index: wrong decompressed length"));
+        }
+        let index = Index::decode(&raw, &what)?;
+        if index.data_size() != footer.index_offset {
+            return Err(Error::corrupt(&what, "frame table does not end where the index starts"));
+        }
+        Ok(Snapshot {
+            name: name.to_string(),
+            key,
+            size,
+            footer,
+            index: Arc::new(index),
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! The embedded default store: a local directory.
+//!
+//! Object `KEY` is the file `DIR/KEY`. Uploads go to a hidden temporary file
+//! next to the destination, are fsynced, and are published with a hard link
+//! (no overwrite) or a rename (overwrite), so a reader never sees a partial
+//! object and a crashed upload leaves only a hidden temp file.
+
+use std::fs::File;
+use std::io::Write;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::{ObjectStore, Upload};
+use crate::error::{Error, IoContext, Result};
+
+/// Open files kept for ranged reads.
+const OPEN_FILES: usize = 64;
+
+/// A directory of objects.
+pub struct LocalStore {
+    root: PathBuf,
+    open: Mutex<Vec<(String, Arc<File>)>>,
+}
+
+impl LocalStore {
+    /// A store rooted at `dir` (created if missing).
+    pub fn new(dir: impl AsRef<Path>) -> Result<LocalStore> {
+        let root = dir.as_ref().to_path_buf();
+        if root.as_os_str().is_empty() {
+            return Err(Error::Usage("empty store path".into()));
+        }
+        std::fs::create_dir_all(&root).ctx(|| format!("store {}", root.display()))?;
+        Ok(LocalStore {
+            root,
+            open: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn file(&self, key: &str) -> Result<Arc<File>> {
+        if let Some((_, f)) = self.open.lock().iter().find(|(k, _)| k == key) {
+            return Ok(f.clone());
+        }
+        let p = self.path(key);
+        let f = Arc::new(File::open(&p).map_err(|e| not_found_or(e, &p))?);
+        let mut open = self.open.lock();
+        if open.len() >= OPEN_FILES {
+            open.remove(0);
+        }
+        open.push((key.to_string(), f.clone()));
+        Ok(f)
+    }
+}
+
+fn not_found_or(e: std::io::Error, p: &Path) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::not_found(p.display().to_string())
+    } else {
+        Error::io_path(p, e)
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Store(format!("local store task failed: {e}")))?
+}
+
+fn read_at(f: &File, range: Range<u64>, what: &str) -> Result<Bytes> {
+    let len = usize::try_from(range.end - range.start).map_err(|_| Error::Store("range too large".into()))?;
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        match f.read_at(&mut buf[done..], range.start + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(what, e)),
+        }
+    }
+    buf.truncate(done);
+    Ok(Bytes::from(buf))
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let f = self.file(key)?;
+        let what = self.path(key).display().to_string();
+        blocking(move || read_at(&f, range, &what)).await
+    }
+
+    async fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64)> {
+        let f = self.file(key)?;
+        let what = self.path(key).display().to_string();
+        blocking(move || {
+            let size = f.metadata().ctx(|| what.clone())?.len();
+            let start = size.saturating_sub(len);
+            Ok((read_at(&f, start..size, &what)?, size))
+        })
+        .await
+    }
+
+    async fn size(&self, key: &str) -> Result<u64> {
+        let p = self.path(key);
+        std::fs::metadata(&p).map(|m| m.len()).map_err(|e| not_found_or(e, &p))
+    }
+
+    async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        let dest = self.path(key);
+        let dir = dest
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        std::fs::create_dir_all(&dir).ctx(|| format!("{}", dir.display()))?;
+        let base = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{base}.tmp-{}-{}", std::process::id(), unique()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .ctx(|| format!("{}", tmp.display()))?;
+        Ok(Box::new(LocalUpload {
+            file: Some(file),
+            tmp,
+            dest,
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        blocking(move || {
+            let mut out = Vec::new();
+            walk(&root, &root, &mut out)?;
+            out.retain(|k| k.starts_with(&prefix));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let p = self.path(key);
+        self.open.lock().retain(|(k, _)| k != key);
+        std::fs::remove_file(&p).map_err(|e| not_found_or(e, &p))
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io_path(dir, e)),
+    };
+    for ent in rd {
+        let ent = ent.ctx(|| dir.display().to_string())?;
+        let name = ent.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let p = ent.path();
+        let ft = ent.file_type().ctx(|| p.display().to_string())?;
+        if ft.is_dir() {
+            walk(root, &p, out)?;
+        } else if ft.is_file() {
+            if let Ok(rel) = p.strip_prefix(root) {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    t ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
+}
+
+struct LocalUpload {
+    file: Option<File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+#[async_trait]
+impl Upload for LocalUpload {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let tmp = &self.tmp;
+        match self.file.as_mut() {
+            Some(f) => f.write_all(&data).ctx(|| tmp.display().to_string()),
+            None => Err(Error::Store("upload already finished".into())),
+        }
+    }
+
+    async fn commit(mut self: Box<Self>, overwrite: bool) -> Result<()> {
+        let f = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Store("upload already finished".into()))?;
+        f.sync_all().ctx(|| self.tmp.display().to_string())?;
+        drop(f);
+        let published = if overwrite {
+            std::fs::rename(&self.tmp, &self.dest)
+        } else {
+            std::fs::hard_link(&self.tmp, &self.dest)
+        };
+        match published {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Exists {
+                    what: self.dest.display().to_string(),
+                })
+            }
+            Err(e) => return Err(Error::io_path(&self.dest, e)),
+        }
+        if let Some(dir) = self.dest.parent() {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.file = None;
+        std::fs::remove_file(&self.tmp).ctx(|| self.tmp.display().to_string())
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        // After a successful commit the temp name is gone; otherwise (abort,
+        // failure, a name that already exists) nothing may be left behind.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}

@@ -1,0 +1,213 @@
+//! Object stores: where snapshot objects live.
+//!
+//! [`ObjectStore`] is the small async interface every backend implements:
+//! ranged reads, suffix reads, size, atomic uploads, list, delete. [`Store`]
+//! wraps a backend with what every caller needs regardless of backend: name
+//! validation, the `NAME -> NAME.tar.zst` key mapping and byte/request
+//! counters. Remote backends (S3, presigned HTTPS) plug in behind the same trait.
+
+pub mod local;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+/// Suffix appended to a snapshot name to form its object key.
+pub const SNAPSHOT_SUFFIX: &str = ".tar.zst";
+
+/// A backend that holds objects by key.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// A printable description of the store (never includes secrets).
+    fn describe(&self) -> String;
+    /// Bytes `range` of object `key`; exactly that many bytes or an error.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    /// The last `len` bytes of `key` (fewer if the object is shorter) and the
+    /// object's total size.
+    async fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64)>;
+    /// Size of object `key`.
+    async fn size(&self, key: &str) -> Result<u64>;
+    /// Start an upload to `key`; nothing is visible under `key` until commit.
+    async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>>;
+    /// Keys under `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Remove `key`.
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// An upload in progress.
+#[async_trait]
+pub trait Upload: Send {
+    /// Append bytes.
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+    /// Make the object visible. With `overwrite == false`, fails with
+    /// [`Error::Exists`] (and publishes nothing) when the key already exists.
+    async fn commit(self: Box<Self>, overwrite: bool) -> Result<()>;
+    /// Throw the upload away.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// Bytes and requests read from a store.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Bytes received by reads.
+    pub bytes_read: AtomicU64,
+    /// Read requests issued (ranged, suffix, size).
+    pub requests: AtomicU64,
+}
+
+impl StoreStats {
+    /// `{"bytes_fetched":N,"requests":M}`.
+    pub fn json(&self) -> String {
+        format!(
+            "{{\"bytes_fetched\":{},\"requests\":{}}}",
+            self.bytes_read.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// A backend plus counters; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    stats: Arc<StoreStats>,
+}
+
+impl Store {
+    /// Wrap a backend.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Store {
+        Store {
+            inner,
+            stats: Arc::new(StoreStats::default()),
+        }
+    }
+
+    /// Open a store from a URI: `file://DIR` or a plain path.
+    pub fn open(uri: &str) -> Result<Store> {
+        if let Some(rest) = uri.strip_prefix("file://") {
+            return Ok(Store::new(Arc::new(local::LocalStore::new(rest)?)));
+        }
+        if let Some((scheme, _)) = uri.split_once("://") {
+            return Err(Error::Unsupported {
+                what: format!("store {scheme}://…"),
+                why: "this build supports local stores (file://DIR or a path)".into(),
+            });
+        }
+        Ok(Store::new(Arc::new(local::LocalStore::new(uri)?)))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<StoreStats> {
+        &self.stats
+    }
+
+    /// Description of the backend.
+    pub fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn count(&self, n: usize) {
+        self.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// See [`ObjectStore::get_range`].
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let want = range.end - range.start;
+        let b = self.inner.get_range(key, range).await?;
+        self.count(b.len());
+        if b.len() as u64 != want {
+            return Err(Error::Store(format!("{key}: short read ({} of {want} bytes)", b.len())));
+        }
+        Ok(b)
+    }
+
+    /// See [`ObjectStore::get_suffix`].
+    pub async fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64)> {
+        let r = self.inner.get_suffix(key, len).await?;
+        self.count(r.0.len());
+        Ok(r)
+    }
+
+    /// See [`ObjectStore::size`].
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        let r = self.inner.size(key).await;
+        self.count(0);
+        r
+    }
+
+    /// See [`ObjectStore::create_upload`].
+    pub async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        self.inner.create_upload(key).await
+    }
+
+    /// Snapshot names in the store under `prefix` (a name prefix).
+    pub async fn list_snapshots(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .inner
+            .list(prefix)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.strip_suffix(SNAPSHOT_SUFFIX).map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// See [`ObjectStore::delete`].
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+}
+
+/// Check a snapshot name and return its object key.
+///
+/// Names are `/`-separated components of printable characters; no empty, `.`
+/// or `..` components, no component starting with `.` (reserved for temporary
+/// objects), no backslashes or control characters, at most 512 bytes.
+pub fn snapshot_key(name: &str) -> Result<String> {
+    let bad = |why: &str| Error::Usage(format!("bad snapshot name {name:?}: {why}"));
+    if name.is_empty() {
+        return Err(bad("empty"));
+    }
+    if name.len() > 512 {
+        return Err(bad("longer than 512 bytes"));
+    }
+    if name.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(bad("control characters and backslashes are not allowed"));
+    }
+    if name.starts_with('/') {
+        return Err(bad("must be relative to the store"));
+    }
+    for c in name.split('/') {
+        if c.is_empty() {
+            return Err(bad("empty path component"));
+        }
+        if c == "." || c == ".." {
+            return Err(bad("'.' and '..' are not allowed"));
+        }
+        if c.starts_with('.') {
+            return Err(bad("components may not start with '.'"));
+        }
+    }
+    Ok(format!("{name}{SNAPSHOT_SUFFIX}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(snapshot_key("org/repo/main").unwrap(), "org/repo/main.tar.zst");
+        for bad in ["", "/abs", "a//b", "a/../b", "..", "a/.hidden", "a\nb", "a\\b", "x/"] {
+            assert!(snapshot_key(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Small safe wrappers over the libc calls std does not offer: extended
+//! attributes, nanosecond timestamps on any file type, device nodes, and
+//! no-replace renames. All act on the path itself (never follow a final symlink).
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Every extended attribute of `p` (not following symlinks), sorted by name.
+/// Attributes that vanish or cannot be read between list and get are skipped.
+pub fn xattrs(p: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let c = cpath(p)?;
+    let names = loop {
+        // SAFETY: a null buffer with size 0 asks for the needed size.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOTSUP) {
+                return Ok(Vec::new());
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; n as usize];
+        // SAFETY: buf is valid for buf.len() bytes.
+        let m = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if m >= 0 {
+            buf.truncate(m as usize);
+            break buf;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) {
+            return Err(e);
+        }
+    };
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if let Some(v) = get_xattr(&c, name)? {
+            out.push((name.to_vec(), v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn get_xattr(c: &CString, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    loop {
+        // SAFETY: size query with a null buffer.
+        let n = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODATA) | Some(libc::EACCES) | Some(libc::EPERM) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let mut buf = vec![0u8; n as usize];
+        // SAFETY: buf is valid for buf.len() bytes.
+        let m = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if m >= 0 {
+            buf.truncate(m as usize);
+            return Ok(Some(buf));
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
+            return Err(io::Error::last_os_error());
+        }
+    }
+}
+
+/// Set one extended attribute on `p` itself.
+pub fn set_xattr(p: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c = cpath(p)?;
+    let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: pointers valid for the given lengths.
+    check(unsafe { libc::lsetxattr(c.as_ptr(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
+}
+
+/// Set atime and mtime (with nanoseconds) of `p` itself.
+pub fn set_times(p: &Path, secs: i64, nsec: u32) -> io::Result<()> {
+    let c = cpath(p)?;
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nsec as libc::c_long,
+    };
+    let times = [t, t];
+    // SAFETY: valid path and a two-element timespec array.
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+}
+
+/// Change the owner of `p` itself.
+pub fn lchown(p: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+}
+
+/// Create a fifo or a device node.
+pub fn mknod(p: &Path, kind: libc::mode_t, perm: u32, major: u32, minor: u32) -> io::Result<()> {
+    let c = cpath(p)?;
+    let dev = libc::makedev(major, minor);
+    // SAFETY: valid path.
+    check(unsafe { libc::mknod(c.as_ptr(), kind | (perm as libc::mode_t & 0o7777), dev) })
+}
+
+/// Rename `from` to `to`, failing with EEXIST if `to` exists (even as an empty dir).
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (a, b) = (cpath(from)?, cpath(to)?);
+    // SAFETY: valid paths.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) {
+        // The filesystem cannot do it atomically: check, then rename.
+        if std::fs::symlink_metadata(to).is_ok() {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        return std::fs::rename(from, to);
+    }
+    Err(e)
+}
+
+/// Are we root (and so may restore owners, devices, non-user xattrs)?
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,1063 @@
+//! Shared helpers for lazysnap integration tests.
+//!
+//! Include from an integration test with `mod common;`.
+//!
+//! * [`make_fidelity_tree`] / [`make_fidelity_tree_opts`] build a
+//!   deterministic directory tree that exercises every metadata case a
+//!   snapshot must reproduce: empty / tiny / large / zero-run / sparse
+//!   files, deep and empty directories, relative / absolute / dangling
+//!   symlinks (and a symlink to a directory), hardlink groups spanning
+//!   directories, a fifo, awkward names (spaces, unicode, newline, >100
+//!   byte name, >255 byte path), special mode bits (setuid, setgid,
+//!   sticky, 0600, 0444), `user.*` xattrs (including binary values), a
+//!   directory with 20,000 entries, and non-zero-nanosecond mtimes on
+//!   every entry (files, dirs, symlinks, fifo). Building the tree twice
+//!   yields trees that compare equal.
+//! * [`compare_trees`] / [`compare_trees_opts`] / [`assert_trees_equal`]
+//!   walk two trees without following symlinks (lstat) and report every
+//!   difference in: the set of relative paths; file type; permission bits
+//!   (`mode & 0o7777`, i.e. including setuid/setgid/sticky; not for
+//!   symlinks, whose mode is meaningless on Linux); mtime seconds and
+//!   nanoseconds (every type including symlinks, but never for the root
+//!   directory itself); uid/gid (only if asked); size and content of
+//!   regular files (streamed in chunks); symlink targets; the partition
+//!   of non-directory paths into hardlink (inode) groups, plus nlink;
+//!   `user.*` xattr names and values (other namespaces are ignored); and
+//!   `rdev` of character/block devices.
+//! * [`lazysnap`], [`run_ok`], [`run_fail`] run the binary under test.
+//! * [`require_fuse`] decides whether a FUSE test can run.
+//! * Small libc wrappers for xattrs, mtimes and fifos.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Bound;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MIB: usize = 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// Running the binary
+// ---------------------------------------------------------------------------
+
+/// A `Command` for the `lazysnap` binary built by cargo for this test run.
+pub fn lazysnap() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lazysnap"))
+}
+
+/// Runs `cmd` to completion (stdout/stderr captured, stdin closed) and
+/// panics with the command, exit status, stdout and stderr unless it
+/// exited successfully.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "command was expected to succeed but failed\n{}",
+            describe_output(cmd, &out)
+        );
+    }
+    out
+}
+
+/// Runs `cmd` to completion and panics (showing its output) if it exited
+/// successfully.
+pub fn run_fail(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"));
+    if out.status.success() {
+        panic!(
+            "command was expected to fail but succeeded\n{}",
+            describe_output(cmd, &out)
+        );
+    }
+    out
+}
+
+fn describe_output(cmd: &Command, out: &Output) -> String {
+    format!(
+        "command: {cmd:?}\nstatus:  {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// FUSE availability
+// ---------------------------------------------------------------------------
+
+/// Returns `true` if FUSE tests can run (`/dev/fuse` exists).
+///
+/// If `/dev/fuse` is missing: returns `false` after a loud message when
+/// `LAZYSNAP_SKIP_FUSE=1` is set, and panics otherwise, so a FUSE test is
+/// never skipped silently.
+pub fn require_fuse() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    if std::env::var_os("LAZYSNAP_SKIP_FUSE").as_deref() == Some(OsStr::new("1")) {
+        eprintln!("SKIPPING FUSE TEST: LAZYSNAP_SKIP_FUSE=1 and /dev/fuse missing");
+        return false;
+    }
+    panic!(
+        "/dev/fuse is missing: install fuse3 / run scripts/test.sh, \
+         or set LAZYSNAP_SKIP_FUSE=1 to skip loudly"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// libc wrappers
+// ---------------------------------------------------------------------------
+
+fn cpath(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes())
+        .unwrap_or_else(|_| panic!("path {path:?} contains a NUL byte"))
+}
+
+fn cname(name: &str) -> CString {
+    CString::new(name).unwrap_or_else(|_| panic!("xattr name {name:?} contains a NUL byte"))
+}
+
+/// Sets `path`'s mtime (without following a final symlink). atime is left
+/// untouched.
+pub fn set_mtime(path: &Path, secs: i64, nsec: u32) -> io::Result<()> {
+    assert!(nsec < 1_000_000_000, "nsec out of range: {nsec}");
+    let c = cpath(path);
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: nsec as _,
+        },
+    ];
+    // SAFETY: `c` is a valid NUL-terminated string and `times` points to
+    // two initialised timespecs, as utimensat requires.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Creates a fifo at `path` with `mode` (subject to umask).
+pub fn mkfifo(path: &Path, mode: u32) -> io::Result<()> {
+    let c = cpath(path);
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets xattr `name` on `path` (not following a final symlink).
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let (c, n) = (cpath(path), cname(name));
+    // SAFETY: valid NUL-terminated strings; `value` is valid for its length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Removes xattr `name` from `path` (not following a final symlink).
+pub fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
+    let (c, n) = (cpath(path), cname(name));
+    // SAFETY: valid NUL-terminated strings.
+    let rc = unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reads xattr `name` of `path` (not following a final symlink);
+/// `Ok(None)` if it does not exist.
+pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    get_xattr_c(&cpath(path), &cname(name))
+}
+
+fn get_xattr_c(c: &CString, n: &CString) -> io::Result<Option<Vec<u8>>> {
+    loop {
+        // SAFETY: valid NUL-terminated strings; a NULL buffer of size 0
+        // asks for the value's size.
+        let size = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+        if size < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODATA) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let mut buf = vec![0u8; size as usize];
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let got =
+            unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ERANGE) => continue, // grew in between; retry
+                Some(libc::ENODATA) => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+        buf.truncate(got as usize);
+        return Ok(Some(buf));
+    }
+}
+
+/// Lists all xattr names of `path` (every namespace; not following a
+/// final symlink). A filesystem without xattr support yields an empty list.
+pub fn list_xattrs(path: &Path) -> io::Result<Vec<OsString>> {
+    let c = cpath(path);
+    loop {
+        // SAFETY: valid NUL-terminated string; NULL/0 asks for the size.
+        let size = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+        if size < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENOTSUP) => Ok(Vec::new()),
+                _ => Err(e),
+            };
+        }
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; size as usize];
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let got = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                continue;
+            }
+            return Err(e);
+        }
+        buf.truncate(got as usize);
+        return Ok(buf
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| OsString::from_vec(s.to_vec()))
+            .collect());
+    }
+}
+
+/// All `user.*` xattrs of `path` (not following a final symlink).
+pub fn user_xattrs(path: &Path) -> io::Result<BTreeMap<OsString, Vec<u8>>> {
+    let c = cpath(path);
+    let mut out = BTreeMap::new();
+    for name in list_xattrs(path)? {
+        if !name.as_bytes().starts_with(b"user.") {
+            continue;
+        }
+        let n = CString::new(name.as_bytes()).expect("xattr names from llistxattr have no NUL");
+        // A concurrently removed attribute simply is not reported.
+        if let Some(value) = get_xattr_c(&c, &n)? {
+            out.insert(name, value);
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Fidelity tree
+// ---------------------------------------------------------------------------
+
+/// Which expensive parts of the fidelity tree to create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FidelityOpts {
+    /// Create `big/hundred.bin` (100 MiB of pseudo-random data).
+    pub big_file: bool,
+    /// Create `many/` with 20,000 small files.
+    pub many_files: bool,
+}
+
+impl FidelityOpts {
+    /// Everything (what [`make_fidelity_tree`] builds).
+    pub const FULL: FidelityOpts = FidelityOpts {
+        big_file: true,
+        many_files: true,
+    };
+    /// Neither the 100 MiB file nor the 20k-entry directory.
+    pub const FAST: FidelityOpts = FidelityOpts {
+        big_file: false,
+        many_files: false,
+    };
+}
+
+impl Default for FidelityOpts {
+    fn default() -> Self {
+        Self::FULL
+    }
+}
+
+/// Size of `big/hundred.bin`.
+pub const BIG_FILE_SIZE: u64 = 100 * MIB as u64;
+/// Number of files in `many/`.
+pub const MANY_FILES: usize = 20_000;
+
+/// Paths (relative to the fidelity root) of interesting entries, for tests
+/// that want to poke at specific cases.
+pub mod paths {
+    pub const EMPTY: &str = "empty";
+    pub const ONE_BYTE: &str = "one_byte";
+    pub const BIG: &str = "big/hundred.bin";
+    pub const ZERO_RUNS: &str = "zeros/zero_runs.bin";
+    pub const SPARSE: &str = "zeros/sparse.bin";
+    pub const TEXT_DIR: &str = "text";
+    pub const DEEP_LEAF: &str = "deep/l1/l2/l3/l4/l5/l6/leaf.txt";
+    pub const EMPTY_DIR: &str = "empty_dir";
+    pub const SYMLINK_TARGET: &str = "dir/file";
+    pub const LINK_REL: &str = "link_rel";
+    pub const LINK_ABS: &str = "link_abs";
+    pub const LINK_DANGLING: &str = "link_dangling";
+    pub const LINK_TO_DIR: &str = "link_to_dir";
+    pub const LINK_UP: &str = "dir/link_up";
+    /// Hardlink group of three names.
+    pub const HARDLINKS_3: [&str; 3] = [
+        "hardlinks/a/orig.txt",
+        "hardlinks/b/second.txt",
+        "hardlinks/c/d/third.txt",
+    ];
+    /// Hardlink group of two names.
+    pub const HARDLINKS_2: [&str; 2] = ["hardlinks/pair1.bin", "other/pair2.bin"];
+    pub const FIFO: &str = "special/fifo";
+    pub const SPACES: &str = "names/with some spaces.txt";
+    pub const UNICODE: &str = "names/ünïcødé 文件.txt";
+    pub const NEWLINE: &str = "names/new\nline";
+    pub const EXEC: &str = "modes/exec.sh";
+    pub const SETUID: &str = "modes/setuid";
+    pub const SETGID_DIR: &str = "modes/setgid_dir";
+    pub const STICKY_DIR: &str = "modes/sticky_dir";
+    pub const PRIVATE: &str = "modes/private";
+    pub const READONLY: &str = "modes/readonly";
+    pub const XATTR_FILE: &str = "xattrs/file.txt";
+    pub const XATTR_DIR: &str = "xattrs/dir";
+    pub const MANY_DIR: &str = "many";
+}
+
+/// Relative path of the file with a 150-byte name.
+pub fn long_name_path() -> PathBuf {
+    let mut name = String::from("long_name_");
+    while name.len() < 150 {
+        name.push(char::from(b'a' + (name.len() % 26) as u8));
+    }
+    Path::new("names").join(name)
+}
+
+/// Relative path (> 300 bytes) of the file at the bottom of the
+/// long-path chain of ~60-byte directory names.
+pub fn long_path() -> PathBuf {
+    let mut p = PathBuf::from("longpath");
+    for i in 0..6 {
+        p.push(format!("segment_{i}_{}", "x".repeat(50)));
+    }
+    p.push("file_at_the_bottom_of_a_very_long_path.txt");
+    p
+}
+
+/// Builds the full fidelity tree (100 MiB file and 20k-file dir included)
+/// in `root`, which must exist and be empty.
+pub fn make_fidelity_tree(root: &Path) {
+    make_fidelity_tree_opts(root, FidelityOpts::FULL);
+}
+
+/// Builds the fidelity tree in `root` (must exist and be empty); see the
+/// module docs and [`paths`] for its contents. Deterministic: building it
+/// twice gives trees for which [`compare_trees`] returns `Ok`.
+///
+/// Panics if anything fails, including when the filesystem does not
+/// support `user.*` xattrs.
+pub fn make_fidelity_tree_opts(root: &Path, opts: FidelityOpts) {
+    let meta = fs::symlink_metadata(root)
+        .unwrap_or_else(|e| panic!("fidelity tree root {root:?} must exist: {e}"));
+    assert!(
+        meta.is_dir(),
+        "fidelity tree root {root:?} is not a directory"
+    );
+    let non_empty = fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("cannot read fidelity tree root {root:?}: {e}"))
+        .next()
+        .is_some();
+    assert!(!non_empty, "fidelity tree root {root:?} must be empty");
+
+    // Regular files.
+    write_file(root, paths::EMPTY, b"");
+    write_file(root, paths::ONE_BYTE, b"x");
+    for (i, lines) in [(0u64, 40usize), (1, 900), (2, 6000)] {
+        let path = format!("{}/medium_{i}.txt", paths::TEXT_DIR);
+        write_file(root, &path, text_content(i, lines).as_bytes());
+    }
+    write_zero_runs(&root.join(paths::ZERO_RUNS));
+    write_sparse(&root.join(paths::SPARSE));
+    if opts.big_file {
+        write_random_file(&root.join(paths::BIG), BIG_FILE_SIZE, 0x0b16_f11e);
+    }
+
+    // Nested and empty directories.
+    write_file(root, paths::DEEP_LEAF, b"deep leaf\n");
+    mkdirs(&root.join("deep/l1/l2/empty_in_deep"));
+    mkdirs(&root.join(paths::EMPTY_DIR));
+    mkdirs(&root.join("empty_nested/a/b/c"));
+
+    // Symlinks.
+    write_file(root, paths::SYMLINK_TARGET, b"symlink target\n");
+    make_symlink(root, "dir/file", paths::LINK_REL);
+    make_symlink(root, "/etc/hostname", paths::LINK_ABS);
+    make_symlink(root, "nowhere/none", paths::LINK_DANGLING);
+    make_symlink(root, "dir", paths::LINK_TO_DIR);
+    make_symlink(root, "../one_byte", paths::LINK_UP);
+
+    // Hardlinks: one group of three across directories, one of two.
+    write_file(root, paths::HARDLINKS_3[0], b"three names, one inode\n");
+    for name in &paths::HARDLINKS_3[1..] {
+        make_hardlink(root, paths::HARDLINKS_3[0], name);
+    }
+    write_file(
+        root,
+        paths::HARDLINKS_2[0],
+        &random_bytes(4096 + 17, 0x2222),
+    );
+    make_hardlink(root, paths::HARDLINKS_2[0], paths::HARDLINKS_2[1]);
+
+    // Fifo.
+    mkdirs(&root.join("special"));
+    let fifo = root.join(paths::FIFO);
+    mkfifo(&fifo, 0o644).unwrap_or_else(|e| panic!("mkfifo {fifo:?}: {e}"));
+
+    // Awkward names.
+    write_file(root, paths::SPACES, b"spaces\n");
+    write_file(root, paths::UNICODE, "ünïcødé content 文件\n".as_bytes());
+    write_file(root, paths::NEWLINE, b"newline in name\n");
+    write_file(root, long_name_path(), b"long name\n");
+    let lp = long_path();
+    assert!(lp.as_os_str().len() > 300, "long path too short: {lp:?}");
+    write_file(root, &lp, b"long path\n");
+
+    // Mode bits (set explicitly: umask interferes with creation modes).
+    write_file(root, paths::EXEC, b"#!/bin/sh\necho hi\n");
+    write_file(root, paths::SETUID, b"setuid\n");
+    write_file(root, "modes/setgid_dir/inside.txt", b"in setgid dir\n");
+    write_file(root, "modes/sticky_dir/inside.txt", b"in sticky dir\n");
+    write_file(root, paths::PRIVATE, b"private\n");
+    write_file(root, paths::READONLY, b"read only\n");
+    for (path, mode) in [
+        (paths::EXEC, 0o755),
+        (paths::SETUID, 0o4755),
+        (paths::SETGID_DIR, 0o2775),
+        (paths::STICKY_DIR, 0o1777),
+        (paths::PRIVATE, 0o600),
+        (paths::READONLY, 0o444),
+    ] {
+        chmod(&root.join(path), mode);
+    }
+
+    // user.* xattrs.
+    write_file(root, paths::XATTR_FILE, b"has xattrs\n");
+    mkdirs(&root.join(paths::XATTR_DIR));
+    set_user_xattr(&root.join(paths::XATTR_FILE), "user.comment", b"hello");
+    set_user_xattr(
+        &root.join(paths::XATTR_FILE),
+        "user.bin",
+        &[0x00, 0x01, 0xff, 0x00, 0xfe, b'z'],
+    );
+    set_user_xattr(
+        &root.join(paths::XATTR_DIR),
+        "user.dir_note",
+        b"on a directory",
+    );
+
+    // Many small files.
+    if opts.many_files {
+        let dir = root.join(paths::MANY_DIR);
+        mkdirs(&dir);
+        for i in 0..MANY_FILES {
+            let name = format!("f{i:05}");
+            let p = dir.join(&name);
+            fs::write(&p, name.as_bytes()).unwrap_or_else(|e| panic!("write {p:?}: {e}"));
+        }
+    }
+
+    // Mtimes last: children first, so directory mtimes stick.
+    set_tree_mtimes(root, Path::new(""));
+}
+
+fn write_file(root: &Path, rel: impl AsRef<Path>, content: &[u8]) {
+    let p = root.join(rel);
+    if let Some(parent) = p.parent() {
+        mkdirs(parent);
+    }
+    fs::write(&p, content).unwrap_or_else(|e| panic!("write {p:?}: {e}"));
+}
+
+fn mkdirs(p: &Path) {
+    fs::create_dir_all(p).unwrap_or_else(|e| panic!("create_dir_all {p:?}: {e}"));
+}
+
+fn chmod(p: &Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {p:?}: {e}"));
+}
+
+fn make_symlink(root: &Path, target: &str, rel: &str) {
+    let p = root.join(rel);
+    symlink(target, &p).unwrap_or_else(|e| panic!("symlink {p:?} -> {target:?}: {e}"));
+}
+
+fn make_hardlink(root: &Path, existing: &str, rel: &str) {
+    let (src, dst) = (root.join(existing), root.join(rel));
+    if let Some(parent) = dst.parent() {
+        mkdirs(parent);
+    }
+    fs::hard_link(&src, &dst).unwrap_or_else(|e| panic!("hard_link {src:?} -> {dst:?}: {e}"));
+}
+
+fn set_user_xattr(p: &Path, name: &str, value: &[u8]) {
+    if let Err(e) = set_xattr(p, name, value) {
+        match e.raw_os_error() {
+            Some(libc::ENOTSUP) => panic!(
+                "filesystem holding {p:?} does not support user xattrs ({e}); \
+                 fidelity tests need one that does (e.g. ext4; use a TMPDIR on it)"
+            ),
+            _ => panic!("setxattr {name} on {p:?}: {e}"),
+        }
+    }
+}
+
+/// xorshift64 PRNG: tiny, deterministic, good enough for test data.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        // Any non-zero state works; mix the seed so small seeds differ.
+        XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    XorShift::new(seed).fill(&mut v);
+    v
+}
+
+fn text_content(seed: u64, lines: usize) -> String {
+    let words = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+        "juliet", "kilo", "lima",
+    ];
+    let mut rng = XorShift::new(seed + 1000);
+    let mut s = String::new();
+    for i in 0..lines {
+        s.push_str(&format!("{i:06}:"));
+        for _ in 0..(rng.next_u64() % 12 + 1) {
+            s.push(' ');
+            s.push_str(words[(rng.next_u64() % words.len() as u64) as usize]);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Writes `size` bytes of xorshift output to `path` in 1 MiB chunks.
+fn write_random_file(path: &Path, size: u64, seed: u64) {
+    if let Some(parent) = path.parent() {
+        mkdirs(parent);
+    }
+    let mut f = File::create(path).unwrap_or_else(|e| panic!("create {path:?}: {e}"));
+    let mut rng = XorShift::new(seed);
+    let mut buf = vec![0u8; MIB];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(MIB as u64) as usize;
+        rng.fill(&mut buf[..n]);
+        f.write_all(&buf[..n])
+            .unwrap_or_else(|e| panic!("write {path:?}: {e}"));
+        left -= n as u64;
+    }
+}
+
+/// 8 MiB: 1 MiB random, 6 MiB of written zeros, 1 MiB random.
+fn write_zero_runs(path: &Path) {
+    if let Some(parent) = path.parent() {
+        mkdirs(parent);
+    }
+    let mut f = File::create(path).unwrap_or_else(|e| panic!("create {path:?}: {e}"));
+    let zeros = vec![0u8; MIB];
+    let mut write = |buf: &[u8]| {
+        f.write_all(buf)
+            .unwrap_or_else(|e| panic!("write {path:?}: {e}"))
+    };
+    write(&random_bytes(MIB, 0x2e20_0001));
+    for _ in 0..6 {
+        write(&zeros);
+    }
+    write(&random_bytes(MIB, 0x2e20_0002));
+}
+
+/// 8 MiB with a real 6 MiB hole: 1 MiB random, hole, 1 MiB random.
+fn write_sparse(path: &Path) {
+    let mut f = File::create(path).unwrap_or_else(|e| panic!("create {path:?}: {e}"));
+    let res = (|| -> io::Result<()> {
+        f.write_all(&random_bytes(MIB, 0x5a5e_0001))?;
+        f.seek(SeekFrom::Current(6 * MIB as i64))?;
+        f.write_all(&random_bytes(MIB, 0x5a5e_0002))?;
+        Ok(())
+    })();
+    res.unwrap_or_else(|e| panic!("write sparse file {path:?}: {e}"));
+}
+
+/// FNV-1a, used to derive deterministic per-path mtimes.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Deterministic mtime for a relative path: 2017..2026, nanoseconds != 0.
+fn mtime_for(rel: &Path) -> (i64, u32) {
+    let h = fnv1a(rel.as_os_str().as_bytes());
+    let secs = 1_500_000_000 + (h % 270_000_000) as i64;
+    let nsec = 1 + ((h >> 32) % 999_999_998) as u32;
+    (secs, nsec)
+}
+
+/// Post-order walk (sorted, so hardlinked inodes end up with the same
+/// mtime every time) setting every entry's mtime, directories after their
+/// children.
+fn set_tree_mtimes(root: &Path, rel: &Path) {
+    let abs = root.join(rel);
+    let meta = fs::symlink_metadata(&abs).unwrap_or_else(|e| panic!("lstat {abs:?}: {e}"));
+    if meta.is_dir() {
+        let mut names: Vec<OsString> = fs::read_dir(&abs)
+            .unwrap_or_else(|e| panic!("read_dir {abs:?}: {e}"))
+            .map(|e| {
+                e.unwrap_or_else(|e| panic!("read_dir {abs:?}: {e}"))
+                    .file_name()
+            })
+            .collect();
+        names.sort();
+        for name in names {
+            set_tree_mtimes(root, &rel.join(name));
+        }
+    }
+    let (secs, nsec) = mtime_for(rel);
+    set_mtime(&abs, secs, nsec).unwrap_or_else(|e| panic!("utimensat {abs:?}: {e}"));
+}
+
+// ---------------------------------------------------------------------------
+// Tree comparison
+// ---------------------------------------------------------------------------
+
+/// What [`compare_trees_opts`] checks besides the always-checked
+/// structure, types, modes, contents, symlink targets, hardlinks, xattrs
+/// and device numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompareOpts {
+    /// Compare mtimes (s + ns) of non-directories (never the root).
+    pub mtime: bool,
+    /// Compare uid/gid.
+    pub owner: bool,
+    /// Compare mtimes of directories (needs `mtime` too; never the root).
+    pub dir_mtime: bool,
+}
+
+impl Default for CompareOpts {
+    /// What [`compare_trees`] uses: everything except ownership.
+    fn default() -> Self {
+        CompareOpts {
+            mtime: true,
+            owner: false,
+            dir_mtime: true,
+        }
+    }
+}
+
+/// How many differences are listed in the error text.
+const MAX_REPORTED: usize = 20;
+
+/// Compares two trees with [`CompareOpts::default`] (everything except
+/// uid/gid). `Err` holds a readable list of differences.
+pub fn compare_trees(a: &Path, b: &Path) -> Result<(), String> {
+    compare_trees_opts(a, b, CompareOpts::default())
+}
+
+/// Panics with the difference list unless `a` and `b` compare equal under
+/// [`compare_trees`].
+pub fn assert_trees_equal(a: &Path, b: &Path) {
+    if let Err(diff) = compare_trees(a, b) {
+        panic!("{diff}");
+    }
+}
+
+/// Compares the trees rooted at `a` and `b` (see the module docs for what
+/// is checked). Returns `Err` with the first [`MAX_REPORTED`] differences
+/// and the total count; also `Err` if a tree cannot be read.
+///
+/// A subtree present on one side only (or replacing a non-directory) is
+/// reported once, with the number of entries below it, not entry by entry.
+pub fn compare_trees_opts(a: &Path, b: &Path, opts: CompareOpts) -> Result<(), String> {
+    let ta = scan_tree(a)?;
+    let tb = scan_tree(b)?;
+    let ga = hardlink_groups(&ta);
+    let gb = hardlink_groups(&tb);
+
+    let mut diffs: Vec<String> = Vec::new();
+    let mut link_reported: BTreeSet<&Path> = BTreeSet::new();
+    let all: BTreeSet<&PathBuf> = ta.keys().chain(tb.keys()).collect();
+
+    // Entries below a directory that exists on one side only (or is not a
+    // directory on the other side) are summarised, not listed. Path order
+    // is component-wise, so such descendants directly follow their dir.
+    let mut skip_below: Option<&Path> = None;
+    for rel in all {
+        if let Some(prefix) = skip_below {
+            if rel.starts_with(prefix) {
+                continue;
+            }
+            skip_below = None;
+        }
+        let shown = show(rel);
+        let (ea, eb) = match (ta.get(rel), tb.get(rel)) {
+            (Some(ea), Some(eb)) => (ea, eb),
+            (Some(ea), None) => {
+                let below = summarise_below(&ta, rel);
+                diffs.push(format!("{shown}: only in a ({:?}{below})", ea.kind));
+                skip_below = Some(rel);
+                continue;
+            }
+            (None, Some(eb)) => {
+                let below = summarise_below(&tb, rel);
+                diffs.push(format!("{shown}: only in b ({:?}{below})", eb.kind));
+                skip_below = Some(rel);
+                continue;
+            }
+            (None, None) => unreachable!("path from the union of both key sets"),
+        };
+        if ea.kind != eb.kind {
+            let below = format!("{}{}", summarise_below(&ta, rel), summarise_below(&tb, rel));
+            diffs.push(format!(
+                "{shown}: type differs: a={:?} b={:?}{below}",
+                ea.kind, eb.kind
+            ));
+            skip_below = Some(rel);
+            continue;
+        }
+        let is_root = rel.as_os_str().is_empty();
+
+        if ea.kind != Kind::Symlink && ea.mode != eb.mode {
+            diffs.push(format!(
+                "{shown}: mode differs: a={:#o} b={:#o}",
+                ea.mode, eb.mode
+            ));
+        }
+        let check_mtime = opts.mtime && !is_root && (ea.kind != Kind::Dir || opts.dir_mtime);
+        if check_mtime && ea.mtime != eb.mtime {
+            diffs.push(format!(
+                "{shown}: mtime differs: a={}.{:09} b={}.{:09}",
+                ea.mtime.0, ea.mtime.1, eb.mtime.0, eb.mtime.1
+            ));
+        }
+        if opts.owner && (ea.uid, ea.gid) != (eb.uid, eb.gid) {
+            diffs.push(format!(
+                "{shown}: owner differs: a={}:{} b={}:{}",
+                ea.uid, ea.gid, eb.uid, eb.gid
+            ));
+        }
+        match ea.kind {
+            Kind::File => {
+                if ea.size != eb.size {
+                    diffs.push(format!(
+                        "{shown}: size differs: a={} b={}",
+                        ea.size, eb.size
+                    ));
+                } else {
+                    match first_content_difference(&a.join(rel), &b.join(rel)) {
+                        Ok(None) => {}
+                        Ok(Some(off)) => diffs.push(format!(
+                            "{shown}: content differs (first at byte offset {off})"
+                        )),
+                        Err(e) => diffs.push(format!("{shown}: cannot compare content: {e}")),
+                    }
+                }
+            }
+            Kind::Symlink if ea.target != eb.target => {
+                diffs.push(format!(
+                    "{shown}: symlink target differs: a={:?} b={:?}",
+                    ea.target, eb.target
+                ));
+            }
+            Kind::CharDev | Kind::BlockDev if ea.rdev != eb.rdev => {
+                diffs.push(format!(
+                    "{shown}: device number differs: a={:#x} b={:#x}",
+                    ea.rdev, eb.rdev
+                ));
+            }
+            _ => {}
+        }
+        if ea.kind != Kind::Dir && !link_reported.contains(rel.as_path()) {
+            let group_a = &ga[&ea.dev_ino];
+            let group_b = &gb[&eb.dev_ino];
+            if group_a != group_b {
+                diffs.push(format!(
+                    "{shown}: hardlink group differs: a has {} name(s) {:?} (nlink {}), \
+                     b has {} name(s) {:?} (nlink {})",
+                    group_a.len(),
+                    group_a,
+                    ea.nlink,
+                    group_b.len(),
+                    group_b,
+                    eb.nlink
+                ));
+                link_reported.extend(group_a.iter().map(PathBuf::as_path));
+                link_reported.extend(group_b.iter().map(PathBuf::as_path));
+            } else if ea.nlink != eb.nlink {
+                diffs.push(format!(
+                    "{shown}: nlink differs: a={} b={} (links outside the tree?)",
+                    ea.nlink, eb.nlink
+                ));
+            }
+        }
+        diff_xattrs(&shown, &ea.xattrs, &eb.xattrs, &mut diffs);
+    }
+
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    let mut msg = format!(
+        "trees differ: {} difference(s) between a={a:?} and b={b:?}:\n",
+        diffs.len()
+    );
+    for d in diffs.iter().take(MAX_REPORTED) {
+        msg.push_str("  ");
+        msg.push_str(d);
+        msg.push('\n');
+    }
+    if diffs.len() > MAX_REPORTED {
+        msg.push_str(&format!("  ... and {} more\n", diffs.len() - MAX_REPORTED));
+    }
+    Err(msg)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    CharDev,
+    BlockDev,
+    Socket,
+}
+
+#[derive(Debug)]
+struct Entry {
+    kind: Kind,
+    /// `st_mode & 0o7777`.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, i64),
+    size: u64,
+    dev_ino: (u64, u64),
+    nlink: u64,
+    rdev: u64,
+    target: Option<PathBuf>,
+    xattrs: BTreeMap<OsString, Vec<u8>>,
+}
+
+/// ", N entries below (not listed)" for a directory with descendants.
+fn summarise_below(tree: &BTreeMap<PathBuf, Entry>, dir: &Path) -> String {
+    let n = tree
+        .range::<Path, _>((Bound::Excluded(dir), Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(dir))
+        .count();
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", {n} entries below (not listed)")
+    }
+}
+
+fn show(rel: &Path) -> String {
+    if rel.as_os_str().is_empty() {
+        "\".\" (root)".to_string()
+    } else {
+        format!("{rel:?}")
+    }
+}
+
+/// lstat-walks `root`, keyed by path relative to it (root itself = "").
+fn scan_tree(root: &Path) -> Result<BTreeMap<PathBuf, Entry>, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let abs = root.join(&rel);
+        let meta = fs::symlink_metadata(&abs).map_err(|e| format!("lstat {abs:?}: {e}"))?;
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            Kind::File
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_char_device() {
+            Kind::CharDev
+        } else if ft.is_block_device() {
+            Kind::BlockDev
+        } else if ft.is_socket() {
+            Kind::Socket
+        } else {
+            return Err(format!("{abs:?}: unknown file type {ft:?}"));
+        };
+        if kind == Kind::Dir {
+            for entry in fs::read_dir(&abs).map_err(|e| format!("read_dir {abs:?}: {e}"))? {
+                let entry = entry.map_err(|e| format!("read_dir {abs:?}: {e}"))?;
+                stack.push(rel.join(entry.file_name()));
+            }
+        }
+        let target = if kind == Kind::Symlink {
+            Some(fs::read_link(&abs).map_err(|e| format!("readlink {abs:?}: {e}"))?)
+        } else {
+            None
+        };
+        let xattrs = user_xattrs(&abs).map_err(|e| format!("xattrs of {abs:?}: {e}"))?;
+        out.insert(
+            rel,
+            Entry {
+                kind,
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                size: meta.size(),
+                dev_ino: (meta.dev(), meta.ino()),
+                nlink: meta.nlink(),
+                rdev: meta.rdev(),
+                target,
+                xattrs,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// (dev, ino) -> sorted relative paths, for every non-directory.
+fn hardlink_groups(tree: &BTreeMap<PathBuf, Entry>) -> HashMap<(u64, u64), Vec<PathBuf>> {
+    let mut groups: HashMap<(u64, u64), Vec<PathBuf>> = HashMap::new();
+    // BTreeMap iteration is sorted, so each group comes out sorted.
+    for (rel, e) in tree {
+        if e.kind != Kind::Dir {
+            groups.entry(e.dev_ino).or_default().push(rel.clone());
+        }
+    }
+    groups
+}
+
+fn diff_xattrs(
+    shown: &str,
+    a: &BTreeMap<OsString, Vec<u8>>,
+    b: &BTreeMap<OsString, Vec<u8>>,
+    diffs: &mut Vec<String>,
+) {
+    let names: BTreeSet<&OsString> = a.keys().chain(b.keys()).collect();
+    for name in names {
+        match (a.get(name), b.get(name)) {
+            (Some(va), Some(vb)) if va != vb => diffs.push(format!(
+                "{shown}: xattr {name:?} differs: a=b\"{}\" b=b\"{}\"",
+                va.escape_ascii(),
+                vb.escape_ascii()
+            )),
+            (Some(_), None) => diffs.push(format!("{shown}: xattr {name:?} only in a")),
+            (None, Some(_)) => diffs.push(format!("{shown}: xattr {name:?} only in b")),
+            _ => {}
+        }
+    }
+}
+
+/// Streams both files in 1 MiB chunks; `Ok(Some(offset))` of the first
+/// differing byte (or of the end of the shorter file), `Ok(None)` if equal.
+fn first_content_difference(a: &Path, b: &Path) -> io::Result<Option<u64>> {
+    let open =
+        |p: &Path| File::open(p).map_err(|e| io::Error::new(e.kind(), format!("open {p:?}: {e}")));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; MIB], vec![0u8; MIB]);
+    let mut offset = 0u64;
+    loop {
+        let na = read_full(&mut fa, &mut ba)?;
+        let nb = read_full(&mut fb, &mut bb)?;
+        if ba[..na] != bb[..nb] {
+            let i = ba[..na]
+                .iter()
+                .zip(&bb[..nb])
+                .position(|(x, y)| x != y)
+                .unwrap_or(na.min(nb));
+            return Ok(Some(offset + i as u64));
+        }
+        if na == 0 {
+            return Ok(None);
+        }
+        offset += na as u64;
+    }
+}
+
+/// Reads until `buf` is full or EOF; returns the number of bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
