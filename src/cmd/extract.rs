@@ -18,6 +18,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::runtime::Handle;
 
 use crate::error::{Error, IoContext, Result};
@@ -70,15 +71,12 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
         snap.name.clone(),
     );
     let pb = progress::bytes(Some(index.tar_size), "extract");
-    let mut ex = Extractor {
-        tmp: tmp.clone(),
-        root,
-        frames: Frames {
-            rx: crate::fetch::stream::StreamReader::new(rx).with_progress(pb.clone()),
-            buf: VecDeque::new(),
-        },
+    let ex = Extractor { tmp: tmp.clone(), root };
+    let mut frames = Frames {
+        rx: crate::fetch::stream::StreamReader::new(rx).with_progress(pb.clone()),
+        buf: VecDeque::new(),
     };
-    let res = ex.run(&index).and_then(|()| {
+    let res = ex.run(&index, &mut frames).and_then(|()| {
         sys::rename_noreplace(&tmp, dest).map_err(|e| {
             if e.raw_os_error() == Some(libc::EEXIST) || e.raw_os_error() == Some(libc::ENOTEMPTY) {
                 Error::Exists {
@@ -124,8 +122,9 @@ struct Frames {
 }
 
 impl Frames {
-    /// Write tar-stream bytes `[off, off+len)` to `out`.
-    fn copy(&mut self, off: u64, len: u64, out: &mut dyn Write, what: &Path) -> Result<()> {
+    /// Feed tar-stream bytes `[off, off+len)` to `sink` as zero-copy slices,
+    /// in order, receiving frames as needed and dropping consumed ones.
+    fn take(&mut self, off: u64, len: u64, mut sink: impl FnMut(Bytes) -> Result<()>) -> Result<()> {
         let end = off + len;
         while self.buf.front().is_some_and(|f| f.u_off + f.data.len() as u64 <= off) {
             self.buf.pop_front();
@@ -145,7 +144,7 @@ impl Frames {
             if f_end > pos {
                 let s = (pos - f.u_off) as usize;
                 let e = (end.min(f_end) - f.u_off) as usize;
-                out.write_all(&f.data[s..e]).ctx(|| what.display().to_string())?;
+                sink(f.data.slice(s..e))?;
                 pos = end.min(f_end);
             }
             i += 1;
@@ -154,10 +153,21 @@ impl Frames {
     }
 }
 
+/// A file whose content is in memory, waiting for a writer thread.
+struct FileJob {
+    entry: usize,
+    data: Vec<Bytes>,
+}
+
+/// Files up to this size are handed to writer threads whole; larger ones are
+/// streamed by the main thread so memory stays bounded.
+const POOLED_FILE_MAX: u64 = 4 << 20;
+/// Writer threads: file creation is kernel-bound, so overlap it.
+const WRITERS: usize = 4;
+
 struct Extractor {
     tmp: PathBuf,
     root: bool,
-    frames: Frames,
 }
 
 impl Extractor {
@@ -169,7 +179,7 @@ impl Extractor {
         }
     }
 
-    fn run(&mut self, index: &Index) -> Result<()> {
+    fn run(&self, index: &Index, frames: &mut Frames) -> Result<()> {
         // 1. Directories, parents first (index order), private until the end.
         for e in index
             .entries
@@ -179,20 +189,54 @@ impl Extractor {
             let p = self.target(e);
             std::fs::create_dir(&p).ctx(|| p.display().to_string())?;
         }
-        // 2. File data, in tar-stream order.
-        let mut files: Vec<&Entry> = index.entries.iter().filter(|e| e.kind == Kind::File).collect();
-        files.sort_by_key(|e| e.offset);
-        for e in files {
-            let p = self.target(e);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&p)
-                .ctx(|| p.display().to_string())?;
-            self.frames.copy(e.offset, e.size, &mut f, &p)?;
-            self.finish_file(e, &p, &f)?;
+        // 2. File data, in tar-stream order; small files are written by a
+        //    pool of threads, large ones streamed here.
+        let mut files: Vec<usize> = (0..index.entries.len())
+            .filter(|&i| index.entries[i].kind == Kind::File)
+            .collect();
+        files.sort_by_key(|&i| index.entries[i].offset);
+        let failed: parking_lot::Mutex<Option<Error>> = parking_lot::Mutex::new(None);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<FileJob>(64);
+        let rx = parking_lot::Mutex::new(rx);
+        std::thread::scope(|scope| -> Result<()> {
+            for _ in 0..WRITERS {
+                scope.spawn(|| loop {
+                    let job = rx.lock().recv();
+                    let Ok(job) = job else { return };
+                    if failed.lock().is_some() {
+                        continue;
+                    }
+                    if let Err(e) = self.write_file(&index.entries[job.entry], &job.data) {
+                        failed.lock().get_or_insert(e);
+                    }
+                });
+            }
+            for &i in &files {
+                let e = &index.entries[i];
+                if let Some(err) = failed.lock().take() {
+                    return Err(err);
+                }
+                if e.size <= POOLED_FILE_MAX {
+                    let mut data = Vec::new();
+                    frames.take(e.offset, e.size, |b| {
+                        data.push(b);
+                        Ok(())
+                    })?;
+                    if tx.send(FileJob { entry: i, data }).is_err() {
+                        break;
+                    }
+                } else {
+                    let p = self.target(e);
+                    let mut f = self.create_file(&p)?;
+                    frames.take(e.offset, e.size, |b| f.write_all(&b).ctx(|| p.display().to_string()))?;
+                    self.finish_file(e, &p, &f)?;
+                }
+            }
+            drop(tx);
+            Ok(())
+        })?;
+        if let Some(err) = failed.into_inner() {
+            return Err(err);
         }
         // 3. Everything else; hardlinks point at files written above.
         for e in index.entries.iter() {
@@ -230,6 +274,25 @@ impl Extractor {
             self.finish_meta(e, &p, true)?;
         }
         Ok(())
+    }
+
+    fn create_file(&self, p: &Path) -> Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(p)
+            .ctx(|| p.display().to_string())
+    }
+
+    fn write_file(&self, e: &Entry, data: &[Bytes]) -> Result<()> {
+        let p = self.target(e);
+        let mut f = self.create_file(&p)?;
+        for b in data {
+            f.write_all(b).ctx(|| p.display().to_string())?;
+        }
+        self.finish_file(e, &p, &f)
     }
 
     fn finish_file(&self, e: &Entry, p: &Path, f: &File) -> Result<()> {

@@ -105,7 +105,7 @@ pub fn write_header(e: &Entry, out: &mut Vec<u8>) {
         };
         h.write(out);
         out.extend_from_slice(&pax);
-        pad(out);
+        out.resize(out.len() + (super::pad_block(pax.len() as u64) as usize - pax.len()), 0);
     }
     Ustar {
         name: &name,
@@ -134,12 +134,6 @@ pub fn write_header(e: &Entry, out: &mut Vec<u8>) {
         }
         .write(out);
     }
-}
-
-/// Pad `out` with zeros to a multiple of the tar block size.
-pub fn pad(out: &mut Vec<u8>) {
-    let n = super::pad_block(out.len() as u64) as usize;
-    out.resize(n, 0);
 }
 
 /// The pax text of a time with nanoseconds ("-1.5" style for negative times).

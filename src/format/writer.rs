@@ -83,8 +83,11 @@ pub struct SnapshotWriter<W: Write + Send + 'static> {
 impl<W: Write + Send + 'static> SnapshotWriter<W> {
     /// Start writing into `sink`.
     pub fn new(sink: W, opts: WriterOptions, progress: ProgressBar) -> Result<Self> {
-        if opts.frame_size < BLOCK as usize || opts.frame_size > 64 << 20 {
-            return Err(Error::Usage("--frame-size must be between 512 bytes and 64 MiB".into()));
+        // Frames end on tar block boundaries, so every header starts aligned.
+        if opts.frame_size < BLOCK as usize || opts.frame_size > 64 << 20 || opts.frame_size % BLOCK as usize != 0 {
+            return Err(Error::Usage(
+                "--frame-size must be a multiple of 512 bytes between 512 B and 64 MiB".into(),
+            ));
         }
         let levels = zstd::compression_level_range();
         let (lo, hi) = (levels.start(), levels.end());

@@ -55,9 +55,7 @@ pub fn lazysnap() -> Command {
 /// panics with the command, exit status, stdout and stderr unless it
 /// exited successfully.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "command was expected to succeed but failed\n{}",
@@ -70,9 +68,7 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 /// Runs `cmd` to completion and panics (showing its output) if it exited
 /// successfully.
 pub fn run_fail(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"));
     if out.status.success() {
         panic!(
             "command was expected to fail but succeeded\n{}",
@@ -119,8 +115,7 @@ pub fn require_fuse() -> bool {
 // ---------------------------------------------------------------------------
 
 fn cpath(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes())
-        .unwrap_or_else(|_| panic!("path {path:?} contains a NUL byte"))
+    CString::new(path.as_os_str().as_bytes()).unwrap_or_else(|_| panic!("path {path:?} contains a NUL byte"))
 }
 
 fn cname(name: &str) -> CString {
@@ -144,14 +139,7 @@ pub fn set_mtime(path: &Path, secs: i64, nsec: u32) -> io::Result<()> {
     ];
     // SAFETY: `c` is a valid NUL-terminated string and `times` points to
     // two initialised timespecs, as utimensat requires.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     if rc == 0 {
         Ok(())
     } else {
@@ -175,15 +163,7 @@ pub fn mkfifo(path: &Path, mode: u32) -> io::Result<()> {
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let (c, n) = (cpath(path), cname(name));
     // SAFETY: valid NUL-terminated strings; `value` is valid for its length.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
+    let rc = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if rc == 0 {
         Ok(())
     } else {
@@ -223,8 +203,7 @@ fn get_xattr_c(c: &CString, n: &CString) -> io::Result<Option<Vec<u8>>> {
         }
         let mut buf = vec![0u8; size as usize];
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-        let got =
-            unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let got = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if got < 0 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
@@ -401,12 +380,8 @@ pub fn make_fidelity_tree(root: &Path) {
 /// Panics if anything fails, including when the filesystem does not
 /// support `user.*` xattrs.
 pub fn make_fidelity_tree_opts(root: &Path, opts: FidelityOpts) {
-    let meta = fs::symlink_metadata(root)
-        .unwrap_or_else(|e| panic!("fidelity tree root {root:?} must exist: {e}"));
-    assert!(
-        meta.is_dir(),
-        "fidelity tree root {root:?} is not a directory"
-    );
+    let meta = fs::symlink_metadata(root).unwrap_or_else(|e| panic!("fidelity tree root {root:?} must exist: {e}"));
+    assert!(meta.is_dir(), "fidelity tree root {root:?} is not a directory");
     let non_empty = fs::read_dir(root)
         .unwrap_or_else(|e| panic!("cannot read fidelity tree root {root:?}: {e}"))
         .next()
@@ -445,11 +420,7 @@ pub fn make_fidelity_tree_opts(root: &Path, opts: FidelityOpts) {
     for name in &paths::HARDLINKS_3[1..] {
         make_hardlink(root, paths::HARDLINKS_3[0], name);
     }
-    write_file(
-        root,
-        paths::HARDLINKS_2[0],
-        &random_bytes(4096 + 17, 0x2222),
-    );
+    write_file(root, paths::HARDLINKS_2[0], &random_bytes(4096 + 17, 0x2222));
     make_hardlink(root, paths::HARDLINKS_2[0], paths::HARDLINKS_2[1]);
 
     // Fifo.
@@ -493,11 +464,7 @@ pub fn make_fidelity_tree_opts(root: &Path, opts: FidelityOpts) {
         "user.bin",
         &[0x00, 0x01, 0xff, 0x00, 0xfe, b'z'],
     );
-    set_user_xattr(
-        &root.join(paths::XATTR_DIR),
-        "user.dir_note",
-        b"on a directory",
-    );
+    set_user_xattr(&root.join(paths::XATTR_DIR), "user.dir_note", b"on a directory");
 
     // Many small files.
     if opts.many_files {
@@ -527,8 +494,7 @@ fn mkdirs(p: &Path) {
 }
 
 fn chmod(p: &Path, mode: u32) {
-    fs::set_permissions(p, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {mode:o} {p:?}: {e}"));
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap_or_else(|e| panic!("chmod {mode:o} {p:?}: {e}"));
 }
 
 fn make_symlink(root: &Path, target: &str, rel: &str) {
@@ -588,8 +554,7 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 fn text_content(seed: u64, lines: usize) -> String {
     let words = [
-        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
-        "juliet", "kilo", "lima",
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
     ];
     let mut rng = XorShift::new(seed + 1000);
     let mut s = String::new();
@@ -616,8 +581,7 @@ fn write_random_file(path: &Path, size: u64, seed: u64) {
     while left > 0 {
         let n = left.min(MIB as u64) as usize;
         rng.fill(&mut buf[..n]);
-        f.write_all(&buf[..n])
-            .unwrap_or_else(|e| panic!("write {path:?}: {e}"));
+        f.write_all(&buf[..n]).unwrap_or_else(|e| panic!("write {path:?}: {e}"));
         left -= n as u64;
     }
 }
@@ -629,10 +593,7 @@ fn write_zero_runs(path: &Path) {
     }
     let mut f = File::create(path).unwrap_or_else(|e| panic!("create {path:?}: {e}"));
     let zeros = vec![0u8; MIB];
-    let mut write = |buf: &[u8]| {
-        f.write_all(buf)
-            .unwrap_or_else(|e| panic!("write {path:?}: {e}"))
-    };
+    let mut write = |buf: &[u8]| f.write_all(buf).unwrap_or_else(|e| panic!("write {path:?}: {e}"));
     write(&random_bytes(MIB, 0x2e20_0001));
     for _ in 0..6 {
         write(&zeros);
@@ -676,10 +637,7 @@ fn set_tree_mtimes(root: &Path, rel: &Path) {
     if meta.is_dir() {
         let mut names: Vec<OsString> = fs::read_dir(&abs)
             .unwrap_or_else(|e| panic!("read_dir {abs:?}: {e}"))
-            .map(|e| {
-                e.unwrap_or_else(|e| panic!("read_dir {abs:?}: {e}"))
-                    .file_name()
-            })
+            .map(|e| e.unwrap_or_else(|e| panic!("read_dir {abs:?}: {e}")).file_name())
             .collect();
         names.sort();
         for name in names {
@@ -781,20 +739,14 @@ pub fn compare_trees_opts(a: &Path, b: &Path, opts: CompareOpts) -> Result<(), S
         };
         if ea.kind != eb.kind {
             let below = format!("{}{}", summarise_below(&ta, rel), summarise_below(&tb, rel));
-            diffs.push(format!(
-                "{shown}: type differs: a={:?} b={:?}{below}",
-                ea.kind, eb.kind
-            ));
+            diffs.push(format!("{shown}: type differs: a={:?} b={:?}{below}", ea.kind, eb.kind));
             skip_below = Some(rel);
             continue;
         }
         let is_root = rel.as_os_str().is_empty();
 
         if ea.kind != Kind::Symlink && ea.mode != eb.mode {
-            diffs.push(format!(
-                "{shown}: mode differs: a={:#o} b={:#o}",
-                ea.mode, eb.mode
-            ));
+            diffs.push(format!("{shown}: mode differs: a={:#o} b={:#o}", ea.mode, eb.mode));
         }
         let check_mtime = opts.mtime && !is_root && (ea.kind != Kind::Dir || opts.dir_mtime);
         if check_mtime && ea.mtime != eb.mtime {
@@ -812,16 +764,11 @@ pub fn compare_trees_opts(a: &Path, b: &Path, opts: CompareOpts) -> Result<(), S
         match ea.kind {
             Kind::File => {
                 if ea.size != eb.size {
-                    diffs.push(format!(
-                        "{shown}: size differs: a={} b={}",
-                        ea.size, eb.size
-                    ));
+                    diffs.push(format!("{shown}: size differs: a={} b={}", ea.size, eb.size));
                 } else {
                     match first_content_difference(&a.join(rel), &b.join(rel)) {
                         Ok(None) => {}
-                        Ok(Some(off)) => diffs.push(format!(
-                            "{shown}: content differs (first at byte offset {off})"
-                        )),
+                        Ok(Some(off)) => diffs.push(format!("{shown}: content differs (first at byte offset {off})")),
                         Err(e) => diffs.push(format!("{shown}: cannot compare content: {e}")),
                     }
                 }
@@ -1001,12 +948,7 @@ fn hardlink_groups(tree: &BTreeMap<PathBuf, Entry>) -> HashMap<(u64, u64), Vec<P
     groups
 }
 
-fn diff_xattrs(
-    shown: &str,
-    a: &BTreeMap<OsString, Vec<u8>>,
-    b: &BTreeMap<OsString, Vec<u8>>,
-    diffs: &mut Vec<String>,
-) {
+fn diff_xattrs(shown: &str, a: &BTreeMap<OsString, Vec<u8>>, b: &BTreeMap<OsString, Vec<u8>>, diffs: &mut Vec<String>) {
     let names: BTreeSet<&OsString> = a.keys().chain(b.keys()).collect();
     for name in names {
         match (a.get(name), b.get(name)) {
@@ -1025,8 +967,7 @@ fn diff_xattrs(
 /// Streams both files in 1 MiB chunks; `Ok(Some(offset))` of the first
 /// differing byte (or of the end of the shorter file), `Ok(None)` if equal.
 fn first_content_difference(a: &Path, b: &Path) -> io::Result<Option<u64>> {
-    let open =
-        |p: &Path| File::open(p).map_err(|e| io::Error::new(e.kind(), format!("open {p:?}: {e}")));
+    let open = |p: &Path| File::open(p).map_err(|e| io::Error::new(e.kind(), format!("open {p:?}: {e}")));
     let (mut fa, mut fb) = (open(a)?, open(b)?);
     let (mut ba, mut bb) = (vec![0u8; MIB], vec![0u8; MIB]);
     let mut offset = 0u64;

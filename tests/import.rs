@@ -1,0 +1,188 @@
+//! `import`: plain / gzip / zstd (single and multi-frame) tars become indexed
+//! snapshots equal to the source; unsafe archives are refused.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// A raw ustar header + data, built by hand so tests can say anything.
+fn raw_entry(out: &mut Vec<u8>, name: &[u8], typeflag: u8, link: &[u8], data: &[u8]) {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = typeflag;
+    h[157..157 + link.len()].copy_from_slice(link);
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+fn finish(mut t: Vec<u8>) -> Vec<u8> {
+    t.resize(t.len() + 1024, 0);
+    t
+}
+
+fn pipe(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("join").expect("write");
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn tar_of(dir: &Path) -> Vec<u8> {
+    let out = Command::new("tar")
+        .args(["--format=pax", "--xattrs", "--xattrs-include=*", "-C"])
+        .arg(dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .expect("tar");
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn every_input_format_imports_to_an_equal_tree() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    make_fidelity_tree_opts(&src, FidelityOpts::FAST);
+    let store = tmp.path().join("store").display().to_string();
+    let tar = tar_of(&src);
+    let half = tar.len() / 2;
+    let mut multi = pipe(Command::new("zstd").args(["-3", "-c"]), &tar[..half]);
+    multi.extend(pipe(Command::new("zstd").args(["-3", "-c"]), &tar[half..]));
+    let inputs = [
+        ("plain", tar.clone()),
+        ("gz", pipe(Command::new("gzip").arg("-c"), &tar)),
+        ("zst", pipe(Command::new("zstd").args(["-3", "-c"]), &tar)),
+        ("multi", multi),
+    ];
+    for (kind, bytes) in inputs {
+        let file = tmp.path().join(format!("in.{kind}"));
+        std::fs::write(&file, bytes).expect("write");
+        run_ok(
+            lazysnap()
+                .arg("import")
+                .arg(&file)
+                .args(["--store", &store, "--name", kind]),
+        );
+        run_ok(lazysnap().args(["verify", kind, "--store", &store]));
+        let out = tmp.path().join(format!("out-{kind}"));
+        run_ok(lazysnap().args(["extract", kind]).arg(&out).args(["--store", &store]));
+        assert_trees_equal(&src, &out);
+    }
+    // A lazysnap snapshot is itself a multi-frame tar.zst: importing it works.
+    let own = tmp.path().join("store/zst.tar.zst");
+    run_ok(
+        lazysnap()
+            .arg("import")
+            .arg(&own)
+            .args(["--store", &store, "--name", "again"]),
+    );
+    let out = tmp.path().join("out-again");
+    run_ok(
+        lazysnap()
+            .args(["extract", "again"])
+            .arg(&out)
+            .args(["--store", &store]),
+    );
+    assert_trees_equal(&src, &out);
+}
+
+#[test]
+fn unsafe_archives_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store").display().to_string();
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut t = Vec::new();
+    raw_entry(&mut t, b"../evil", b'0', b"", b"x");
+    cases.push(("dotdot", finish(t)));
+    let mut t = Vec::new();
+    raw_entry(&mut t, b"a/../../evil", b'0', b"", b"x");
+    cases.push(("nested dotdot", finish(t)));
+    let mut t = Vec::new();
+    raw_entry(&mut t, b"/etc/evil", b'0', b"", b"x");
+    cases.push(("absolute", finish(t)));
+    let mut t = Vec::new();
+    raw_entry(&mut t, b"link", b'2', b"/tmp", b"");
+    raw_entry(&mut t, b"link/evil", b'0', b"", b"x");
+    cases.push(("through symlink", finish(t)));
+    let mut t = Vec::new();
+    raw_entry(&mut t, b"link", b'2', b"..", b"");
+    raw_entry(&mut t, b"link/", b'5', b"", b"");
+    cases.push(("dir over symlink", finish(t)));
+    let mut t = Vec::new();
+    raw_entry(&mut t, b"h", b'1', b"../outside", b"");
+    cases.push(("hardlink out", finish(t)));
+    let mut t = Vec::new();
+    raw_entry(&mut t, b"f", b'0', b"", b"one");
+    raw_entry(&mut t, b"f", b'0', b"", b"two");
+    cases.push(("duplicate", finish(t)));
+    cases.push(("garbage", b"this is not a tar archive at all".repeat(40)));
+    for (i, (what, bytes)) in cases.into_iter().enumerate() {
+        let file = tmp.path().join(format!("bad{i}.tar"));
+        std::fs::write(&file, bytes).expect("write");
+        let name = format!("bad{i}");
+        let o = run_fail(
+            lazysnap()
+                .arg("import")
+                .arg(&file)
+                .args(["--store", &store, "--name", &name]),
+        );
+        assert_eq!(o.status.code(), Some(1), "{what}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+        let o = run_fail(lazysnap().args(["inspect", &name, "--store", &store]));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("not found"),
+            "{what}: nothing published"
+        );
+    }
+    // Nothing half-written is left in the store.
+    let o = run_ok(lazysnap().args(["list", "--store", &store]));
+    assert!(o.stdout.is_empty());
+    let hidden = std::fs::read_dir(tmp.path().join("store"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(hidden, 0, "temp files left in the store");
+}
+
+#[test]
+fn implicit_parent_directories_are_created() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store").display().to_string();
+    let mut t = Vec::new();
+    raw_entry(&mut t, b"a/b/c.txt", b'0', b"", b"hello");
+    raw_entry(&mut t, b"./a/d.txt", b'0', b"", b"bye");
+    let file = tmp.path().join("implicit.tar");
+    std::fs::write(&file, finish(t)).expect("write");
+    run_ok(
+        lazysnap()
+            .arg("import")
+            .arg(&file)
+            .args(["--store", &store, "--name", "imp"]),
+    );
+    run_ok(lazysnap().args(["verify", "imp", "--store", &store]));
+    let o = run_ok(lazysnap().args(["cat", "imp", "a/b/c.txt", "--store", &store]));
+    assert_eq!(o.stdout, b"hello");
+    let out = tmp.path().join("out");
+    run_ok(lazysnap().args(["extract", "imp"]).arg(&out).args(["--store", &store]));
+    assert_eq!(std::fs::read(out.join("a/d.txt")).expect("read"), b"bye");
+}

@@ -1,0 +1,210 @@
+//! Fidelity: a tree with every awkward case survives create -> extract and
+//! create -> stock `zstd -d | tar -x` exactly.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn store_arg(dir: &Path) -> String {
+    dir.join("store").display().to_string()
+}
+
+/// Restore with stock tools: `zstd -d < snap | tar -x`.
+fn stock_extract(snap: &Path, dest: &Path) {
+    std::fs::create_dir(dest).expect("mkdir dest");
+    let zstd = Command::new("zstd")
+        .args(["-d", "-c"])
+        .arg(snap)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("zstd is installed (scripts/test.sh installs it)");
+    let status = Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", "-", "-C"])
+        .arg(dest)
+        .stdin(zstd.stdout.expect("zstd stdout"))
+        .status()
+        .expect("run tar");
+    assert!(status.success(), "stock tar -x failed");
+}
+
+#[test]
+fn fidelity_tree_round_trips_through_extract_and_stock_tar() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    make_fidelity_tree(&src);
+    let store = store_arg(tmp.path());
+
+    run_ok(
+        lazysnap()
+            .args(["create"])
+            .arg(&src)
+            .args(["--store", &store, "--name", "fid/base"]),
+    );
+
+    let out = tmp.path().join("out");
+    let o = run_ok(
+        lazysnap()
+            .args(["extract", "fid/base"])
+            .arg(&out)
+            .args(["--store", &store, "--stats"]),
+    );
+    let stats = String::from_utf8_lossy(&o.stderr);
+    assert!(stats.contains("\"bytes_fetched\":"), "stats line missing: {stats}");
+    assert_trees_equal(&src, &out);
+    compare_trees_opts(
+        &src,
+        &out,
+        CompareOpts {
+            owner: true,
+            ..CompareOpts::default()
+        },
+    )
+    .expect("owners");
+
+    let stock = tmp.path().join("stock");
+    stock_extract(&tmp.path().join("store/fid/base.tar.zst"), &stock);
+    assert_trees_equal(&src, &stock);
+
+    let v = run_ok(lazysnap().args(["verify", "fid/base", "--store", &store]));
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("ok:"));
+}
+
+#[test]
+fn small_frames_and_levels_round_trip() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    make_fidelity_tree_opts(&src, FidelityOpts::FAST);
+    let store = store_arg(tmp.path());
+    for (i, (fs, level)) in [("4KiB", "1"), ("512", "-3"), ("3MiB", "19")].iter().enumerate() {
+        let name = format!("s{i}");
+        run_ok(lazysnap().arg("create").arg(&src).args([
+            "--store",
+            &store,
+            "--name",
+            &name,
+            "--frame-size",
+            fs,
+            "--level",
+            level,
+        ]));
+        let out = tmp.path().join(format!("out{i}"));
+        run_ok(lazysnap().args(["extract", &name]).arg(&out).args(["--store", &store]));
+        assert_trees_equal(&src, &out);
+        let stock = tmp.path().join(format!("stock{i}"));
+        stock_extract(&tmp.path().join(format!("store/{name}.tar.zst")), &stock);
+        assert_trees_equal(&src, &stock);
+    }
+}
+
+#[test]
+fn cat_ls_inspect_fetch_little() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    make_fidelity_tree_opts(
+        &src,
+        FidelityOpts {
+            big_file: true,
+            many_files: false,
+        },
+    );
+    let store = store_arg(tmp.path());
+    run_ok(
+        lazysnap()
+            .arg("create")
+            .arg(&src)
+            .args(["--store", &store, "--name", "c"]),
+    );
+
+    let o = run_ok(lazysnap().args(["cat", "c", paths::SPACES, "--store", &store, "--stats"]));
+    assert_eq!(o.stdout, std::fs::read(src.join(paths::SPACES)).expect("read"));
+    let line = String::from_utf8_lossy(&o.stderr);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON stats line");
+    let fetched = v["bytes_fetched"].as_u64().expect("bytes_fetched");
+    assert!(fetched < 2 << 20, "cat of a small file fetched {fetched} bytes");
+    assert!(v["requests"].as_u64().expect("requests") <= 3);
+
+    let o = run_ok(lazysnap().args(["cat", "c", paths::BIG, "--store", &store]));
+    assert!(
+        o.stdout == std::fs::read(src.join(paths::BIG)).expect("read"),
+        "big file content differs"
+    );
+
+    let o = run_ok(lazysnap().args(["ls", "c", "names", "--store", &store, "--json"]));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        rows.as_array().map(|a| a.len()),
+        Some(std::fs::read_dir(src.join("names")).expect("ls").count())
+    );
+
+    let o = run_ok(lazysnap().args(["inspect", "c", "--store", &store, "--json"]));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(s["format_version"], 1);
+    assert!(s["frames"].as_u64().expect("frames") > 50);
+    assert!(s["parent"].is_null());
+
+    let o = run_fail(lazysnap().args(["cat", "c", "no/such/file", "--store", &store]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no/such/file"));
+    let o = run_fail(lazysnap().args(["cat", "c", "names", "--store", &store]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file"));
+}
+
+#[test]
+fn names_are_validated_and_never_overwritten() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("f"), b"x").expect("write");
+    let store = store_arg(tmp.path());
+    for bad in ["../escape", "/abs", "a//b", "a/./b", ".hidden", "bad\nname"] {
+        let o = run_fail(
+            lazysnap()
+                .arg("create")
+                .arg(&src)
+                .args(["--store", &store, "--name", bad]),
+        );
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains("bad snapshot name"), "{err}");
+    }
+    run_ok(
+        lazysnap()
+            .arg("create")
+            .arg(&src)
+            .args(["--store", &store, "--name", "org/repo/main"]),
+    );
+    let before = std::fs::read(tmp.path().join("store/org/repo/main.tar.zst")).expect("read");
+    std::fs::write(src.join("f"), b"changed").expect("write");
+    let o = run_fail(
+        lazysnap()
+            .arg("create")
+            .arg(&src)
+            .args(["--store", &store, "--name", "org/repo/main"]),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    assert_eq!(
+        std::fs::read(tmp.path().join("store/org/repo/main.tar.zst")).expect("read"),
+        before
+    );
+    let o = run_ok(lazysnap().args(["list", "--store", &store]));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "org/repo/main");
+
+    // Extract never replaces an existing destination, even an empty dir.
+    let dest = tmp.path().join("exists");
+    std::fs::create_dir(&dest).expect("mkdir");
+    let o = run_fail(
+        lazysnap()
+            .args(["extract", "org/repo/main"])
+            .arg(&dest)
+            .args(["--store", &store]),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    assert_eq!(std::fs::read_dir(&dest).expect("ls").count(), 0);
+}
