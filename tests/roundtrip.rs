@@ -15,7 +15,7 @@ fn store_arg(dir: &Path) -> String {
 /// Restore with stock tools: `zstd -d < snap | tar -x`.
 fn stock_extract(snap: &Path, dest: &Path) {
     std::fs::create_dir(dest).expect("mkdir dest");
-    let zstd = Command::new("zstd")
+    let mut zstd = Command::new("zstd")
         .args(["-d", "-c"])
         .arg(snap)
         .stdout(Stdio::piped())
@@ -24,9 +24,10 @@ fn stock_extract(snap: &Path, dest: &Path) {
     let status = Command::new("tar")
         .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", "-", "-C"])
         .arg(dest)
-        .stdin(zstd.stdout.expect("zstd stdout"))
+        .stdin(zstd.stdout.take().expect("zstd stdout"))
         .status()
         .expect("run tar");
+    assert!(zstd.wait().expect("wait zstd").success(), "zstd -d failed");
     assert!(status.success(), "stock tar -x failed");
 }
 

@@ -422,6 +422,9 @@ impl Index {
         if self.frames.iter().any(|f| f.u_len == 0 || f.c_len == 0) {
             return Err(bad("empty frame".into()));
         }
+        // Directories enclosing the current entry, innermost last (entries
+        // are in depth-first order, so a stack finds every parent in O(1)).
+        let mut dirs: Vec<&[u8]> = Vec::new();
         for (i, e) in self.entries.iter().enumerate() {
             let name = || path::display(&e.path);
             path::check(&e.path).map_err(|why| bad(format!("{}: {why}", name())))?;
@@ -430,11 +433,15 @@ impl Index {
                 if path::cmp(prev, &e.path) != std::cmp::Ordering::Less {
                     return Err(bad(format!("{}: entries not sorted or duplicated", name())));
                 }
-                let parent = path::parent(&e.path);
-                match self.find(parent) {
-                    Some(j) if self.entries[j].kind == Kind::Dir => {}
-                    _ => return Err(bad(format!("{}: parent is not a directory in the index", name()))),
+                while dirs.last().is_some_and(|d| !path::is_within(&e.path, d)) {
+                    dirs.pop();
                 }
+                if dirs.last().copied() != Some(path::parent(&e.path)) {
+                    return Err(bad(format!("{}: parent is not a directory in the index", name())));
+                }
+            }
+            if e.kind == Kind::Dir {
+                dirs.push(&e.path);
             }
             if e.mode & !0o7777 != 0 {
                 return Err(bad(format!("{}: bad mode {:o}", name(), e.mode)));

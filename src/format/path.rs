@@ -8,14 +8,24 @@ use std::cmp::Ordering;
 
 /// Compare two snapshot paths component-wise.
 pub fn cmp(a: &[u8], b: &[u8]) -> Ordering {
-    let key = |c: u8| if c == b'/' { 0u8 } else { c };
-    for (x, y) in a.iter().zip(b.iter()) {
-        let (kx, ky) = (key(*x), key(*y));
-        if kx != ky {
-            return kx.cmp(&ky);
-        }
+    let n = a.len().min(b.len());
+    // Skip the common prefix eight bytes at a time.
+    let mut i = 0;
+    while i + 8 <= n && a[i..i + 8] == b[i..i + 8] {
+        i += 8;
     }
-    a.len().cmp(&b.len())
+    match a[i..n].iter().zip(&b[i..n]).position(|(x, y)| x != y) {
+        Some(j) => {
+            let key = |c: u8| if c == b'/' { 0u8 } else { c };
+            key(a[i + j]).cmp(&key(b[i + j]))
+        }
+        None => a.len().cmp(&b.len()),
+    }
+}
+
+/// Is `p` strictly inside directory `dir`?
+pub fn is_within(p: &[u8], dir: &[u8]) -> bool {
+    dir.is_empty() && !p.is_empty() || p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
 }
 
 /// Why a path is not acceptable, if it is not.
@@ -110,6 +120,16 @@ mod tests {
         v.sort_by(|a, b| cmp(a, b));
         let want: Vec<&[u8]> = vec![b"", b"a", b"a/b", b"a/b/c", b"a/b/c/d", b"a/b.txt", b"a-b"];
         assert_eq!(v, want);
+    }
+
+    #[test]
+    fn cmp_matches_component_order() {
+        let a: &[u8] = b"node_modules/pkg/lib/x.js";
+        assert_eq!(cmp(a, a), Ordering::Equal);
+        assert_eq!(cmp(b"node_modules/pkg/lib", b"node_modules/pkg.json"), Ordering::Less);
+        assert_eq!(cmp(b"node_modules/pkg", b"node_modules/pkg/a"), Ordering::Less);
+        assert_eq!(cmp(b"node_modules/pkh", b"node_modules/pkg/a"), Ordering::Greater);
+        assert!(is_within(b"a/b", b"a") && is_within(b"a", b"") && !is_within(b"ab", b"a") && !is_within(b"a", b"a"));
     }
 
     #[test]

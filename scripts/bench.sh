@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Benchmarks on a realistic tree (a Next.js workspace, ~21k files, ~430 MB).
+#   ./scripts/bench.sh [format]      (sections; default: all)
+# Env: LAZYSNAP_BENCH_DIR (work dir, default /tmp/lazysnap-bench),
+#      LAZYSNAP_BENCH_TREE (use this tree instead of installing Next.js),
+#      RUNS (repetitions of each timing, default 3; the best is reported).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+sections="${*:-format}"
+work="${LAZYSNAP_BENCH_DIR:-/tmp/lazysnap-bench}"
+runs="${RUNS:-3}"
+mkdir -p "$work"
+
+for tool in zstd node npm; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "bench.sh: $tool is required" >&2; exit 1; }
+done
+
+tree="${LAZYSNAP_BENCH_TREE:-$work/next}"
+if [ ! -d "$tree/node_modules" ] && [ -z "${LAZYSNAP_BENCH_TREE:-}" ]; then
+    echo "== installing the Next.js workspace into $tree (npm, ~1 min)"
+    mkdir -p "$tree"
+    (cd "$tree" && npm init -y >/dev/null && npm install --no-audit --no-fund \
+        next react react-dom typescript eslint eslint-config-next @types/react @types/node >/dev/null)
+fi
+
+echo "== building lazysnap (release)"
+cargo build --release --locked -j "${CARGO_BUILD_JOBS:-2}" 2>&1 | tail -n 1
+bin="$repo/target/release/lazysnap"
+
+# best_of CMD...: run CMD $runs times (after `prep` if defined), print the best wall time in seconds.
+best_of() {
+    local best="" t0 t1 dt
+    for _ in $(seq "$runs"); do
+        if declare -F prep >/dev/null; then prep; fi
+        t0=$(date +%s.%N)
+        "$@" >/dev/null 2>&1
+        t1=$(date +%s.%N)
+        dt=$(echo "$t1 - $t0" | bc -l)
+        if [ -z "$best" ] || (( $(echo "$dt < $best" | bc -l) )); then best=$dt; fi
+    done
+    printf '%.3f' "$best"
+}
+
+ratio() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
+
+command -v bc >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bc >/dev/null; }
+
+section_format() {
+    local store="$work/store" out="$work/out" files bytes
+    files=$(find "$tree" -type f | wc -l)
+    bytes=$(du -sb "$tree" | cut -f1)
+    echo "== format: tree $tree: $files files, $((bytes / 1048576)) MiB"
+    rm -rf "$store"; mkdir -p "$store"
+
+    prep() { rm -rf "$store/bench"; }
+    t_create=$(best_of "$bin" create "$tree" --store "$store" --name bench/next)
+    unset -f prep
+    t_tarzstd=$(best_of bash -c "tar -C '$tree' -cf - . | zstd -3 -T0 -q -c > '$work/plain.tar.zst'")
+    snap="$store/bench/next.tar.zst"
+    s_snap=$(stat -c %s "$snap"); s_plain=$(stat -c %s "$work/plain.tar.zst")
+    s_index=$("$bin" inspect bench/next --store "$store" --json | sed -n 's/.*"index_size": \([0-9]*\).*/\1/p')
+
+    # Restores, on disk and on tmpfs (the latter shows CPU cost without the disk's noise).
+    for where in disk tmpfs; do
+        if [ "$where" = tmpfs ]; then dst=/dev/shm/lazysnap-bench-out; else dst="$out"; fi
+        prep() { rm -rf "$dst" "$dst.stock"; sync; mkdir -p "$dst.stock"; }
+        t=$(best_of "$bin" extract bench/next "$dst" --store "$store")
+        eval "t_extract_$where=$t"
+        t=$(best_of bash -c "zstd -dc '$snap' | tar -x -C '$dst.stock'")
+        eval "t_stock_$where=$t"
+        unset -f prep
+        rm -rf "$dst" "$dst.stock"
+    done
+    cat_stats=$("$bin" cat bench/next node_modules/next/package.json --store "$store" --stats 2>&1 >/dev/null)
+
+    echo
+    echo "| measure (best of $runs)                         | lazysnap | stock | ratio |"
+    echo "|-------------------------------------------------|----------|-------|-------|"
+    echo "| create vs tar -c \| zstd -3 -T0 (s)              | $t_create | $t_tarzstd | $(ratio "$t_create" "$t_tarzstd") |"
+    echo "| extract vs zstd -d \| tar -x, disk (s)           | $t_extract_disk | $t_stock_disk | $(ratio "$t_extract_disk" "$t_stock_disk") |"
+    echo "| extract vs zstd -d \| tar -x, tmpfs (s)          | $t_extract_tmpfs | $t_stock_tmpfs | $(ratio "$t_extract_tmpfs" "$t_stock_tmpfs") |"
+    echo "| size vs tar \| zstd -3 (bytes)                   | $s_snap | $s_plain | $(ratio "$s_snap" "$s_plain") |"
+    echo "| index frame (bytes)                             | $s_index | | |"
+    echo "| cat of one small file: $cat_stats | | | |"
+}
+
+for s in $sections; do
+    "section_$s"
+done
