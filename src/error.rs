@@ -49,6 +49,10 @@ pub enum Error {
     #[error("store: {0}")]
     Store(String),
 
+    /// A failure reported by another lazysnap process (the mount daemon).
+    #[error("{0}")]
+    Daemon(String),
+
     /// A fetch did not finish before its deadline.
     #[error("{what}: timed out after {secs:.1}s")]
     Timeout { what: String, secs: f64 },
@@ -95,7 +99,7 @@ impl Error {
             Error::Usage(_) => libc::EINVAL,
             Error::NotFound { .. } => libc::ENOENT,
             Error::Exists { .. } => libc::EEXIST,
-            Error::Corrupt { .. } | Error::Store(_) => libc::EIO,
+            Error::Corrupt { .. } | Error::Store(_) | Error::Daemon(_) => libc::EIO,
             Error::Refused { .. } => libc::EPERM,
             Error::Unsupported { .. } => libc::ENOTSUP,
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),

@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lazysnap::cmd;
 use lazysnap::error::{Error, Result};
+use lazysnap::fetch::fetcher::FetchConfig;
 use lazysnap::format::writer::WriterOptions;
 use lazysnap::format::{self, DEFAULT_LEVEL};
+use lazysnap::mount::MountOptions;
 use lazysnap::store::Store;
 
 #[derive(Parser)]
@@ -121,6 +123,49 @@ enum Command {
         /// Print {"bytes_fetched":N,"requests":M} on stderr at the end.
         #[arg(long)]
         stats: bool,
+    },
+    /// Mount a snapshot as a lazy read-only filesystem.
+    Mount {
+        /// Snapshot name.
+        name: String,
+        /// Mount point (an existing directory).
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Serve the snapshot read-only (required until writable overlays land).
+        #[arg(long)]
+        read_only: bool,
+        /// Disk cache of fetched frames, shared by mounts (content-addressed).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Disk cache size limit.
+        #[arg(long, default_value = "10GiB", value_parser = parse_size)]
+        cache_size: u64,
+        /// Memory budget for all frame buffers.
+        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+        memory: u64,
+        /// Seconds before a read that cannot be served fails (ETIMEDOUT).
+        #[arg(long, default_value_t = 30)]
+        read_timeout: u64,
+        /// Do not fetch the snapshot's prefetch list at mount.
+        #[arg(long)]
+        no_prefetch: bool,
+        /// Stay in the foreground instead of daemonizing.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Unmount a lazysnap mount (also cleans up after a killed daemon).
+    Umount {
+        /// Mount point.
+        mountpoint: PathBuf,
+    },
+    /// Show what a mount fetched: bytes, requests, frames, cache hits, errors.
+    Stats {
+        /// Mount point.
+        mountpoint: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// List the snapshots in a store.
     List {
@@ -324,6 +369,72 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("{}", st.stats().json());
             }
             res?;
+        }
+        Command::Mount {
+            name,
+            mountpoint,
+            store,
+            read_only,
+            cache_dir,
+            cache_size,
+            memory,
+            read_timeout,
+            no_prefetch,
+            foreground,
+        } => {
+            if !read_only {
+                return Err(Error::Usage(
+                    "writable mounts (overlay upper dir) are not available yet: pass --read-only".into(),
+                ));
+            }
+            lazysnap::store::snapshot_key(&name)?;
+            if !foreground {
+                let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+                drop(rt);
+                return cmd::mount::spawn_daemon(&args, &mountpoint);
+            }
+            let opts = MountOptions {
+                fetch: FetchConfig {
+                    memory,
+                    disk: cache_dir.map(|d| (d, cache_size)),
+                    ..FetchConfig::default()
+                },
+                read_deadline: std::time::Duration::from_secs(read_timeout.max(1)),
+                prefetch: !no_prefetch,
+                ..MountOptions::default()
+            };
+            cmd::mount::run_foreground(&rt, &store.store.to_string_lossy(), &name, &mountpoint, opts)?;
+        }
+        Command::Umount { mountpoint } => {
+            drop(rt);
+            cmd::mount::umount(&mountpoint)?;
+        }
+        Command::Stats { mountpoint, json } => {
+            let v = cmd::mount::stats(&mountpoint)?;
+            if json {
+                print_json(&v)?;
+            } else {
+                let n = |k: &str| v[k].as_u64().unwrap_or(0);
+                println!(
+                    "mount:          {} ({} from {})",
+                    v["mount"]["mountpoint"].as_str().unwrap_or("?"),
+                    v["mount"]["name"].as_str().unwrap_or("?"),
+                    v["mount"]["store"].as_str().unwrap_or("?")
+                );
+                println!(
+                    "fetched:        {} in {} requests ({} frames)",
+                    human(n("bytes_fetched")),
+                    n("requests"),
+                    n("frames_fetched")
+                );
+                println!("cache hits:     {} memory, {} disk", n("memory_hits"), n("disk_hits"));
+                println!(
+                    "cache size:     {} memory, {} disk",
+                    human(n("memory_bytes")),
+                    human(n("disk_bytes"))
+                );
+                println!("errors:         {}", n("errors"));
+            }
         }
         Command::List { prefix, store } => {
             for n in rt.block_on(open_store(&store)?.list_snapshots(&prefix))? {

@@ -8,6 +8,7 @@ pub mod create;
 pub mod extract;
 pub mod import;
 pub mod inspect;
+pub mod mount;
 pub mod verify;
 
 use std::io::Write;

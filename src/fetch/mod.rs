@@ -4,6 +4,8 @@
 //! wrong bytes never reach a reader. Adjacent frames are coalesced into one
 //! ranged read of up to [`MAX_REQUEST`] bytes; several reads run at once.
 
+pub mod cache;
+pub mod fetcher;
 pub mod stream;
 
 use std::ops::Range;
@@ -61,27 +63,46 @@ pub async fn fetch_run(
     run: Range<usize>,
     what: &str,
 ) -> Result<Vec<Bytes>> {
+    let raw = fetch_raw(store, key, frames, run.clone()).await?;
+    decode_run(raw, frames, run, what).await.into_iter().collect()
+}
+
+/// The compressed bytes of a run of adjacent frames, in one ranged read.
+pub async fn fetch_raw(store: &Store, key: &str, frames: &[Frame], run: Range<usize>) -> Result<Bytes> {
     if run.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Bytes::new());
     }
     let first = frames[run.start];
     let last = frames[run.end - 1];
-    let data = store.get_range(key, first.c_off..last.c_off + last.c_len).await?;
+    store.get_range(key, first.c_off..last.c_off + last.c_len).await
+}
+
+/// Check and decompress each frame of a fetched run (on a blocking thread);
+/// one result per frame, so one bad frame does not fail its neighbours.
+pub async fn decode_run(raw: Bytes, frames: &[Frame], run: Range<usize>, what: &str) -> Vec<Result<Bytes>> {
+    let n = run.len();
     let frames: Vec<Frame> = frames[run.clone()].to_vec();
     let what = what.to_string();
     let base = run.start;
-    tokio::task::spawn_blocking(move || {
+    let res = tokio::task::spawn_blocking(move || {
+        let c0 = frames.first().map_or(0, |f| f.c_off);
         frames
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let s = (f.c_off - first.c_off) as usize;
-                decode_frame(base + i, f, &data[s..s + f.c_len as usize], &what)
+                let s = (f.c_off - c0) as usize;
+                let bytes = raw.get(s..s + f.c_len as usize).unwrap_or(&[]);
+                decode_frame(base + i, f, bytes, &what)
             })
-            .collect()
+            .collect::<Vec<_>>()
     })
-    .await
-    .map_err(|e| Error::Store(format!("decompression task failed: {e}")))?
+    .await;
+    match res {
+        Ok(v) => v,
+        Err(e) => (0..n)
+            .map(|_| Err(Error::Store(format!("decompression task failed: {e}"))))
+            .collect(),
+    }
 }
 
 /// The uncompressed tar-stream bytes `range`, fetched with coalesced reads.

@@ -6,11 +6,13 @@
 //! validation, the `NAME -> NAME.tar.zst` key mapping and byte/request
 //! counters. Remote backends (S3, presigned HTTPS) plug in behind the same trait.
 
+pub mod faulty;
 pub mod local;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -72,11 +74,33 @@ impl StoreStats {
     }
 }
 
-/// A backend plus counters; cheap to clone.
+/// How reads are retried: every attempt has a deadline, failures back off.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per read (1 = no retry).
+    pub attempts: u32,
+    /// Deadline of one attempt.
+    pub timeout: Duration,
+    /// Pause before the first retry; doubles after each.
+    pub backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            timeout: Duration::from_secs(20),
+            backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A backend plus counters and the retry policy; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     stats: Arc<StoreStats>,
+    policy: RetryPolicy,
 }
 
 impl Store {
@@ -85,6 +109,49 @@ impl Store {
         Store {
             inner,
             stats: Arc::new(StoreStats::default()),
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    /// The same store with another retry policy (counters are shared).
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Store {
+        self.policy = policy;
+        self
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    /// Run `op` under the retry policy: a deadline per attempt, backoff
+    /// between attempts, no retry for answers that cannot change (not found).
+    async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut pause = self.policy.backoff;
+        let mut attempt = 1;
+        loop {
+            let res = match tokio::time::timeout(self.policy.timeout, op()).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout {
+                    what: what.to_string(),
+                    secs: self.policy.timeout.as_secs_f64(),
+                }),
+            };
+            match res {
+                Ok(v) => return Ok(v),
+                Err(e @ (Error::NotFound { .. } | Error::Usage(_) | Error::Unsupported { .. })) => return Err(e),
+                Err(e) if attempt >= self.policy.attempts => return Err(e),
+                Err(e) => {
+                    tracing::debug!("{what}: attempt {attempt} failed: {e}; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+            }
         }
     }
 
@@ -117,29 +184,39 @@ impl Store {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// See [`ObjectStore::get_range`].
+    /// See [`ObjectStore::get_range`]; retried, and a short answer is an error.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let want = range.end - range.start;
-        let b = self.inner.get_range(key, range).await?;
-        self.count(b.len());
-        if b.len() as u64 != want {
-            return Err(Error::Store(format!("{key}: short read ({} of {want} bytes)", b.len())));
-        }
-        Ok(b)
+        let what = format!("{key} bytes {}-{}", range.start, range.end);
+        self.retry(&what, || async {
+            let b = self.inner.get_range(key, range.clone()).await?;
+            self.count(b.len());
+            if b.len() as u64 != want {
+                return Err(Error::Store(format!("{key}: short read ({} of {want} bytes)", b.len())));
+            }
+            Ok(b)
+        })
+        .await
     }
 
-    /// See [`ObjectStore::get_suffix`].
+    /// See [`ObjectStore::get_suffix`]; retried.
     pub async fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64)> {
-        let r = self.inner.get_suffix(key, len).await?;
-        self.count(r.0.len());
-        Ok(r)
+        self.retry(key, || async {
+            let r = self.inner.get_suffix(key, len).await?;
+            self.count(r.0.len());
+            Ok(r)
+        })
+        .await
     }
 
-    /// See [`ObjectStore::size`].
+    /// See [`ObjectStore::size`]; retried.
     pub async fn size(&self, key: &str) -> Result<u64> {
-        let r = self.inner.size(key).await;
-        self.count(0);
-        r
+        self.retry(key, || async {
+            let r = self.inner.size(key).await;
+            self.count(0);
+            r
+        })
+        .await
     }
 
     /// See [`ObjectStore::create_upload`].

@@ -1,0 +1,360 @@
+//! `mount`, `umount` and `stats`: the mount daemon and its controls.
+//!
+//! Without `--foreground`, `mount` starts itself again as a detached daemon
+//! (new session, output to a log file in the state dir) and waits on a pipe
+//! until the daemon says the mount answers, or why it failed. Each mount has a
+//! state record (`STATE/mounts/ID.json`: mount point, store, snapshot, pid,
+//! stats socket) so `umount` and `stats` need only the mount point. The
+//! daemon unmounts cleanly on SIGTERM/SIGINT and exits when unmounted from
+//! outside; `umount` also cleans up after a daemon that was killed.
+
+use std::io::{Read, Write};
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Runtime;
+
+use crate::error::{Error, IoContext, Result};
+use crate::mount::{fusermount, mount, MountOptions};
+use crate::store::Store;
+
+/// What the state record of a mount holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountRecord {
+    /// Absolute mount point.
+    pub mountpoint: PathBuf,
+    /// Store URI.
+    pub store: String,
+    /// Snapshot name.
+    pub name: String,
+    /// Daemon process id.
+    pub pid: u32,
+    /// Unix socket serving stats.
+    pub socket: PathBuf,
+    /// Log file of a background daemon.
+    pub log: Option<PathBuf>,
+}
+
+/// The state directory: `$LAZYSNAP_STATE_DIR`, else `$XDG_STATE_HOME/lazysnap`,
+/// else `~/.local/state/lazysnap`.
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LAZYSNAP_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("lazysnap")
+}
+
+fn mounts_dir() -> PathBuf {
+    state_dir().join("mounts")
+}
+
+/// The absolute form of a mount point, without touching the mount itself
+/// (a dead FUSE mount cannot be stat'ed).
+pub fn absolute(mnt: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(mnt).ctx(|| mnt.display().to_string())?;
+    // Resolve the parent (a normal directory) so records match however the
+    // mount point was spelled.
+    match (abs.parent(), abs.file_name()) {
+        (Some(p), Some(n)) => Ok(std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).join(n)),
+        _ => Ok(abs),
+    }
+}
+
+fn record_id(mnt: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    crate::format::hex(&crate::format::digest(mnt.as_os_str().as_bytes())[..8])
+}
+
+fn record_path(mnt: &Path) -> PathBuf {
+    mounts_dir().join(format!("{}.json", record_id(mnt)))
+}
+
+/// The state record of the mount at `mnt`, if any.
+pub fn read_record(mnt: &Path) -> Result<Option<MountRecord>> {
+    let p = record_path(mnt);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::corrupt(p.display().to_string(), e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io_path(&p, e)),
+    }
+}
+
+fn write_record(r: &MountRecord) -> Result<()> {
+    let p = record_path(&r.mountpoint);
+    let tmp = p.with_extension("json.tmp");
+    let data = serde_json::to_vec_pretty(r).map_err(|e| Error::Store(e.to_string()))?;
+    std::fs::write(&tmp, data).ctx(|| tmp.display().to_string())?;
+    std::fs::rename(&tmp, &p).ctx(|| p.display().to_string())
+}
+
+fn remove_record(mnt: &Path) {
+    let p = record_path(mnt);
+    if let Ok(Some(r)) = read_record(mnt) {
+        let _ = std::fs::remove_file(&r.socket);
+    }
+    let _ = std::fs::remove_file(p);
+}
+
+/// Is `mnt` a mount point right now (per /proc/self/mountinfo)?
+pub fn is_mounted(mnt: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = mnt.to_string_lossy();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| unescape_mountinfo(m) == want)
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// Start a background daemon running `args` (this program's own mount
+/// arguments plus `--foreground`) and wait until it reports ready.
+pub fn spawn_daemon(args: &[std::ffi::OsString], mnt: &Path) -> Result<()> {
+    let mnt = &absolute(mnt)?;
+    let exe = std::env::current_exe().ctx(|| "locating the lazysnap binary".into())?;
+    std::fs::create_dir_all(mounts_dir()).ctx(|| mounts_dir().display().to_string())?;
+    let log = mounts_dir().join(format!("{}.log", record_id(mnt)));
+    let logf = std::fs::File::create(&log).ctx(|| log.display().to_string())?;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::io("pipe", std::io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 just returned these descriptors; we own them.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let wr_raw = fds[1];
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .arg("--foreground")
+        .env("LAZYSNAP_READY_FD", "3")
+        .env("LAZYSNAP_DAEMON_LOG", &log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(logf);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::dup2(wr_raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().ctx(|| "starting the mount daemon".into())?;
+    drop(wr);
+    // One line: "ok" or "error: ...". (Read only that line: helpers the
+    // daemon starts may keep the pipe open.)
+    let mut msg = String::new();
+    let mut f = std::io::BufReader::new(std::fs::File::from(rd));
+    let _ = std::io::BufRead::read_line(&mut f, &mut msg);
+    match msg.strip_prefix("ok") {
+        Some(_) => Ok(()),
+        None => {
+            let _ = child.wait();
+            let why = msg.strip_prefix("error: ").unwrap_or(&msg).trim().to_string();
+            if why.is_empty() {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let last = tail.lines().last().unwrap_or("no output").to_string();
+                Err(Error::Daemon(format!(
+                    "mount daemon exited before the mount was ready: {last}"
+                )))
+            } else {
+                Err(Error::Daemon(why))
+            }
+        }
+    }
+}
+
+/// Tell the parent (if any) that the mount is ready, or why it failed.
+fn report_ready(res: &Result<()>) {
+    let Some(fd) = std::env::var("LAZYSNAP_READY_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    std::env::remove_var("LAZYSNAP_READY_FD");
+    // SAFETY: the parent passed this descriptor to us for this purpose.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let msg = match res {
+        Ok(()) => "ok\n".to_string(),
+        Err(e) => format!("error: {e}\n"),
+    };
+    let _ = f.write_all(msg.as_bytes());
+}
+
+/// Run a mount in the foreground until unmounted or signalled.
+pub fn run_foreground(rt: &Runtime, store_uri: &str, name: &str, mnt: &Path, opts: MountOptions) -> Result<()> {
+    if let Some(fd) = std::env::var("LAZYSNAP_READY_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        // Keep the readiness pipe out of processes we start (fusermount3).
+        // SAFETY: fcntl on a descriptor number has no memory effects.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let res = serve(rt, store_uri, name, mnt, opts);
+    if let Err(e) = &res {
+        report_ready(&Err(Error::Daemon(e.to_string())));
+    }
+    res
+}
+
+fn serve(rt: &Runtime, store_uri: &str, name: &str, mnt: &Path, opts: MountOptions) -> Result<()> {
+    let mnt = absolute(mnt)?;
+    if let Some(r) = read_record(&mnt)? {
+        if process_alive(r.pid) && is_mounted(&mnt) {
+            return Err(Error::Exists {
+                what: format!("{}: already mounted by lazysnap (pid {})", mnt.display(), r.pid),
+            });
+        }
+        remove_record(&mnt);
+    }
+    let store = Store::open(store_uri)?;
+    let handle = mount(rt.handle(), &store, name, &mnt, opts)?;
+    std::fs::create_dir_all(mounts_dir()).ctx(|| mounts_dir().display().to_string())?;
+    let socket = mounts_dir().join(format!("{}.sock", record_id(&mnt)));
+    let _ = std::fs::remove_file(&socket);
+    let listener = {
+        let _g = rt.enter();
+        tokio::net::UnixListener::bind(&socket).ctx(|| socket.display().to_string())?
+    };
+    let record = MountRecord {
+        mountpoint: mnt.clone(),
+        store: store_uri.to_string(),
+        name: name.to_string(),
+        pid: std::process::id(),
+        socket: socket.clone(),
+        log: std::env::var_os("LAZYSNAP_DAEMON_LOG").map(PathBuf::from),
+    };
+    write_record(&record)?;
+    tracing::info!("mounted {name} at {}", mnt.display());
+    report_ready(&Ok(()));
+
+    let fs_stats = {
+        let h = &handle;
+        move || h.stats()
+    };
+    let mut ended = handle.ended();
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Error::io("SIGTERM handler", e))?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                r = ended.changed() => { if r.is_err() || *ended.borrow() { break; } }
+                conn = listener.accept() => {
+                    if let Ok((mut s, _)) = conn {
+                        let body = serde_json::to_vec(&StatsReport { mount: record.clone(), fetch: fs_stats() })
+                            .unwrap_or_default();
+                        tokio::spawn(async move {
+                            use tokio::io::AsyncWriteExt;
+                            let _ = s.write_all(&body).await;
+                        });
+                    }
+                }
+            }
+        }
+        Ok::<(), Error>(())
+    })?;
+    let res = handle.unmount();
+    remove_record(&mnt);
+    tracing::info!("unmounted {}", mnt.display());
+    res
+}
+
+/// What `stats` prints: the fetch counters at top level, plus the mount.
+#[derive(Debug, Serialize)]
+pub struct StatsReport {
+    /// The mount.
+    pub mount: MountRecord,
+    /// Fetch counters.
+    #[serde(flatten)]
+    pub fetch: crate::fetch::fetcher::FetchStats,
+}
+
+/// Ask the daemon of `mnt` for its counters.
+pub fn stats(mnt: &Path) -> Result<serde_json::Value> {
+    let mnt = absolute(mnt)?;
+    let r = read_record(&mnt)?.ok_or_else(|| Error::not_found(format!("{}: no lazysnap mount", mnt.display())))?;
+    let mut s = std::os::unix::net::UnixStream::connect(&r.socket)
+        .ctx(|| format!("{}: mount daemon (pid {}) not answering", mnt.display(), r.pid))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .ctx(|| "stats socket".into())?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).ctx(|| "reading stats".into())?;
+    serde_json::from_slice(&body).map_err(|e| Error::corrupt("stats reply", e.to_string()))
+}
+
+/// Unmount `mnt` and wait for its daemon to exit; cleans up after a daemon
+/// that was killed (the mount is detached and the record removed).
+pub fn umount(mnt: &Path) -> Result<()> {
+    let mnt = absolute(mnt)?;
+    let record = read_record(&mnt)?;
+    let mounted = is_mounted(&mnt);
+    if !mounted && record.is_none() {
+        return Err(Error::not_found(format!("{}: not a lazysnap mount", mnt.display())));
+    }
+    if mounted {
+        let ok = fusermount(&["-u"], &mnt)?;
+        if !ok && is_mounted(&mnt) {
+            // A dead daemon leaves a mount that cannot be unmounted normally.
+            fusermount(&["-u", "-z"], &mnt)?;
+        }
+        if is_mounted(&mnt) {
+            return Err(Error::Store(format!("{}: still mounted (busy?)", mnt.display())));
+        }
+    }
+    if let Some(r) = record {
+        let t0 = Instant::now();
+        while process_alive(r.pid) && t0.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if process_alive(r.pid) {
+            return Err(Error::Store(format!(
+                "{}: daemon pid {} did not exit",
+                mnt.display(),
+                r.pid
+            )));
+        }
+        remove_record(&mnt);
+    }
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! The frame fetcher behind a mount.
+//!
+//! A read asks for frames; each frame comes from the memory LRU, else the
+//! disk cache, else the store. Missing frames are claimed in one step so that
+//! N readers of a frame cause one fetch (single-flight); adjacent missing
+//! frames are coalesced into ranged reads of up to [`super::MAX_REQUEST`];
+//! several reads run at once. Background work (readahead, the prefetch list)
+//! uses the same machinery at lower priority: it yields while foreground
+//! reads are in flight and stops when cancelled.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::{oneshot, Semaphore};
+
+use super::cache::{DiskCache, MemCache};
+use super::{coalesce, decode_frame, decode_run, frame_range};
+use crate::error::{Error, Result};
+use crate::format::Frame;
+use crate::store::Store;
+
+/// A snapshot object whose frames the fetcher can read.
+#[derive(Clone)]
+pub struct Layer {
+    /// Where it lives.
+    pub store: Store,
+    /// Object key.
+    pub key: String,
+    /// Snapshot name (for messages).
+    pub name: String,
+    /// Its frame table.
+    pub frames: Arc<Vec<Frame>>,
+}
+
+/// (layer number, frame number).
+pub type FrameKey = (u32, u32);
+
+type Shared = std::result::Result<Bytes, Arc<Error>>;
+
+/// Tuning of a fetcher.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Memory budget for all frame buffers, in bytes.
+    pub memory: u64,
+    /// Disk cache directory and size limit.
+    pub disk: Option<(PathBuf, u64)>,
+    /// Largest coalesced read.
+    pub max_request: u64,
+    /// Reads in flight at once.
+    pub parallel: usize,
+    /// Largest readahead window, in bytes of tar stream.
+    pub readahead_max: u64,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            memory: 256 << 20,
+            disk: None,
+            max_request: super::MAX_REQUEST,
+            parallel: 4,
+            readahead_max: 8 << 20,
+        }
+    }
+}
+
+/// Counters, as shown by `lazysnap stats`.
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct FetchStats {
+    /// Bytes read from the store (all layers' stores).
+    pub bytes_fetched: u64,
+    /// Store requests.
+    pub requests: u64,
+    /// Frames fetched from the store.
+    pub frames_fetched: u64,
+    /// Frame lookups served by the memory cache.
+    pub memory_hits: u64,
+    /// Frames served by the disk cache.
+    pub disk_hits: u64,
+    /// Failed frame fetches (each became EIO for the reads that needed it).
+    pub errors: u64,
+    /// Bytes held by the memory cache.
+    pub memory_bytes: u64,
+    /// Bytes held by the disk cache.
+    pub disk_bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_fetched: AtomicU64,
+    memory_hits: AtomicU64,
+    disk_hits: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// How urgent a fetch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A reader is waiting.
+    Foreground,
+    /// Readahead and prefetch: yields to foreground reads.
+    Background,
+}
+
+/// See the module docs.
+pub struct Fetcher {
+    layers: Vec<Layer>,
+    config: FetchConfig,
+    mem: Mutex<MemCache<FrameKey>>,
+    disk: Option<Arc<DiskCache>>,
+    inflight: Mutex<HashMap<FrameKey, Vec<oneshot::Sender<Shared>>>>,
+    slots: Semaphore,
+    foreground: AtomicUsize,
+    cancelled: AtomicBool,
+    counters: Counters,
+}
+
+impl Fetcher {
+    /// A fetcher over `layers`.
+    pub fn new(layers: Vec<Layer>, config: FetchConfig) -> Result<Arc<Fetcher>> {
+        let disk = match &config.disk {
+            Some((dir, cap)) => Some(Arc::new(DiskCache::open(dir, *cap)?)),
+            None => None,
+        };
+        // Reserve room for the reads in flight (compressed + decompressed);
+        // the rest of the budget is the frame cache.
+        let inflight = config.parallel as u64 * config.max_request * 2;
+        let cache = config.memory.saturating_sub(inflight).max(config.memory / 4);
+        Ok(Arc::new(Fetcher {
+            layers,
+            mem: Mutex::new(MemCache::new(cache)),
+            disk,
+            inflight: Mutex::new(HashMap::new()),
+            slots: Semaphore::new(config.parallel.max(1)),
+            foreground: AtomicUsize::new(0),
+            cancelled: AtomicBool::new(false),
+            counters: Counters::default(),
+            config,
+        }))
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Stop background work (prefetch, readahead) as soon as possible.
+    pub fn cancel_background(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> FetchStats {
+        let mut s = FetchStats {
+            frames_fetched: self.counters.frames_fetched.load(Ordering::Relaxed),
+            memory_hits: self.counters.memory_hits.load(Ordering::Relaxed),
+            disk_hits: self.counters.disk_hits.load(Ordering::Relaxed),
+            errors: self.counters.errors.load(Ordering::Relaxed),
+            memory_bytes: self.mem.lock().bytes(),
+            disk_bytes: self.disk.as_ref().map_or(0, |d| d.bytes()),
+            ..FetchStats::default()
+        };
+        let mut seen: Vec<*const crate::store::StoreStats> = Vec::new();
+        for l in &self.layers {
+            let st = l.store.stats();
+            let p = Arc::as_ptr(st);
+            if !seen.contains(&p) {
+                seen.push(p);
+                s.bytes_fetched += st.bytes_read.load(Ordering::Relaxed);
+                s.requests += st.requests.load(Ordering::Relaxed);
+            }
+        }
+        s
+    }
+
+    /// Bytes `range` of layer `layer`'s tar stream.
+    pub async fn read(self: &Arc<Self>, layer: u32, range: Range<u64>) -> Result<Bytes> {
+        let frames = self.layer(layer)?.frames.clone();
+        let idx = frame_range(&frames, range.clone());
+        let datas = self.frames(layer, idx.clone(), Priority::Foreground).await?;
+        if datas.len() == 1 {
+            let f = &frames[idx.start];
+            let s = (range.start - f.u_off) as usize;
+            let e = ((range.end.min(f.u_off + f.u_len)) - f.u_off) as usize;
+            return Ok(datas[0].slice(s..e));
+        }
+        let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+        for (i, d) in datas.iter().enumerate() {
+            let f = &frames[idx.start + i];
+            let s = range.start.max(f.u_off);
+            let e = range.end.min(f.u_off + f.u_len);
+            out.extend_from_slice(&d[(s - f.u_off) as usize..(e - f.u_off) as usize]);
+        }
+        Ok(out.freeze())
+    }
+
+    fn layer(&self, layer: u32) -> Result<&Layer> {
+        self.layers
+            .get(layer as usize)
+            .ok_or_else(|| Error::Store(format!("no layer {layer}")))
+    }
+
+    /// Fetch frames `range` of `layer` in the background (readahead/prefetch).
+    pub fn fetch_background(self: &Arc<Self>, layer: u32, range: Range<usize>) {
+        if range.is_empty() || self.cancelled.load(Ordering::Relaxed) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = me.frames(layer, range, Priority::Background).await;
+        });
+    }
+
+    /// Frames that are neither cached in memory nor being fetched.
+    pub fn missing(&self, layer: u32, range: Range<usize>) -> Vec<usize> {
+        let mem = self.mem.lock();
+        let inflight = self.inflight.lock();
+        range
+            .filter(|&i| {
+                let k = (layer, i as u32);
+                !mem.contains(&k) && !inflight.contains_key(&k)
+            })
+            .collect()
+    }
+
+    /// The decompressed frames `range` of `layer`, in order.
+    pub async fn frames(self: &Arc<Self>, layer: u32, range: Range<usize>, prio: Priority) -> Result<Vec<Bytes>> {
+        let l = self.layer(layer)?;
+        if range.end > l.frames.len() {
+            return Err(Error::Store(format!("{}: frame {} out of range", l.name, range.end)));
+        }
+        let _fg = (prio == Priority::Foreground).then(|| ForegroundGuard::new(&self.foreground));
+        let mut out: Vec<Option<Bytes>> = vec![None; range.len()];
+        let mut waits = Vec::new();
+        let mut claimed = Vec::new();
+        {
+            let mut mem = self.mem.lock();
+            let mut inflight = self.inflight.lock();
+            for (slot, i) in out.iter_mut().zip(range.clone()) {
+                let k = (layer, i as u32);
+                if let Some(b) = mem.get(&k) {
+                    if prio == Priority::Foreground {
+                        self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    *slot = Some(b);
+                    continue;
+                }
+                let (tx, rx) = oneshot::channel();
+                match inflight.get_mut(&k) {
+                    Some(w) => w.push(tx),
+                    None => {
+                        inflight.insert(k, vec![tx]);
+                        claimed.push(i);
+                    }
+                }
+                waits.push((i - range.start, rx));
+            }
+        }
+        if !claimed.is_empty() {
+            let me = self.clone();
+            tokio::spawn(async move { me.fetch_claimed(layer, claimed, prio).await });
+        }
+        for (pos, rx) in waits {
+            let r = rx.await.map_err(|_| Error::Store("fetch task vanished".into()))?;
+            out[pos] = Some(r.map_err(|e| share_error(&e))?);
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Fetch frames this caller claimed: disk cache first, then coalesced
+    /// store reads. Every claimed frame is completed, with data or an error.
+    async fn fetch_claimed(self: Arc<Self>, layer: u32, claimed: Vec<usize>, prio: Priority) {
+        let l = match self.layer(layer) {
+            Ok(l) => l.clone(),
+            Err(e) => return self.complete_all(layer, &claimed, Arc::new(e)),
+        };
+        let mut remote = Vec::new();
+        for &i in &claimed {
+            if self.disk.is_some() {
+                let f = l.frames[i];
+                let me = self.clone();
+                let hit = tokio::task::spawn_blocking(move || me.disk_get(layer, i, &f))
+                    .await
+                    .ok()
+                    .flatten();
+                if let Some(b) = hit {
+                    self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
+                    self.complete(layer, i, Ok(b));
+                    continue;
+                }
+            }
+            remote.push(i);
+        }
+        // Runs of adjacent frames, each at most max_request bytes.
+        let mut runs = Vec::new();
+        let mut start = 0;
+        for k in 1..=remote.len() {
+            if k == remote.len() || remote[k] != remote[k - 1] + 1 {
+                if start < k {
+                    for r in coalesce(&l.frames, remote[start]..remote[k - 1] + 1, self.config.max_request) {
+                        runs.push(r);
+                    }
+                }
+                start = k;
+            }
+        }
+        let mut tasks = Vec::new();
+        for run in runs {
+            let me = self.clone();
+            let l = l.clone();
+            tasks.push(tokio::spawn(async move { me.fetch_run(layer, &l, run, prio).await }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn fetch_run(&self, layer: u32, l: &Layer, run: Range<usize>, prio: Priority) {
+        if prio == Priority::Background {
+            while self.foreground.load(Ordering::Relaxed) > 0 && !self.cancelled.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if self.cancelled.load(Ordering::Relaxed) {
+                let idx: Vec<usize> = run.collect();
+                return self.complete_all(layer, &idx, Arc::new(Error::Store("cancelled".into())));
+            }
+        }
+        let permit = self.slots.acquire().await;
+        let raw = super::fetch_raw(&l.store, &l.key, &l.frames, run.clone()).await;
+        drop(permit);
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.fail(l, &run, prio, &e);
+                let idx: Vec<usize> = run.collect();
+                return self.complete_all(layer, &idx, Arc::new(e));
+            }
+        };
+        let decoded = decode_run(raw.clone(), &l.frames, run.clone(), &l.name).await;
+        let mut good = Vec::new();
+        for (k, r) in decoded.into_iter().enumerate() {
+            let i = run.start + k;
+            match r {
+                Ok(data) => {
+                    self.counters.frames_fetched.fetch_add(1, Ordering::Relaxed);
+                    good.push(i);
+                    self.complete(layer, i, Ok(data));
+                }
+                Err(e) => {
+                    self.fail(l, &(i..i + 1), prio, &e);
+                    self.complete(layer, i, Err(Arc::new(e)));
+                }
+            }
+        }
+        if let Some(disk) = &self.disk {
+            // Keep the verified compressed frames, keyed by digest.
+            let c0 = l.frames[run.start].c_off;
+            let items: Vec<(crate::format::Digest, Bytes)> = good
+                .iter()
+                .map(|&i| {
+                    let f = l.frames[i];
+                    let s = (f.c_off - c0) as usize;
+                    (f.digest, raw.slice(s..s + f.c_len as usize))
+                })
+                .collect();
+            let disk = disk.clone();
+            tokio::task::spawn_blocking(move || {
+                for (digest, bytes) in items {
+                    disk.put(&digest, &bytes);
+                }
+            });
+        }
+    }
+
+    fn fail(&self, l: &Layer, run: &Range<usize>, prio: Priority, e: &Error) {
+        if prio == Priority::Foreground {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("{}: frames {}..{}: {e}", l.name, run.start, run.end);
+        }
+    }
+
+    fn disk_get(&self, layer: u32, i: usize, f: &Frame) -> Option<Bytes> {
+        let disk = self.disk.as_ref()?;
+        let raw = disk.get(&f.digest)?;
+        let name = self.layers.get(layer as usize).map_or("", |l| l.name.as_str());
+        decode_frame(i, f, &raw, name).ok()
+    }
+
+    fn complete(&self, layer: u32, i: usize, r: Shared) {
+        let k = (layer, i as u32);
+        if let Ok(b) = &r {
+            self.mem.lock().put(k, b.clone());
+        }
+        let waiters = self.inflight.lock().remove(&k).unwrap_or_default();
+        for w in waiters {
+            let _ = w.send(r.clone());
+        }
+    }
+
+    fn complete_all(&self, layer: u32, idx: &[usize], e: Arc<Error>) {
+        for &i in idx {
+            self.complete(layer, i, Err(e.clone()));
+        }
+    }
+}
+
+/// Rebuild an owned error from a shared one (same errno and message).
+fn share_error(e: &Error) -> Error {
+    match e {
+        Error::Corrupt { what, why } => Error::corrupt(what.clone(), why.clone()),
+        Error::Timeout { what, secs } => Error::Timeout {
+            what: what.clone(),
+            secs: *secs,
+        },
+        Error::NotFound { what } => Error::not_found(what.clone()),
+        other => Error::Store(other.to_string()),
+    }
+}
+
+/// Counts a foreground read in flight for as long as it lives.
+struct ForegroundGuard<'a>(&'a AtomicUsize);
+
+impl<'a> ForegroundGuard<'a> {
+    fn new(c: &'a AtomicUsize) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        ForegroundGuard(c)
+    }
+}
+
+impl Drop for ForegroundGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

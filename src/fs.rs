@@ -1,0 +1,332 @@
+//! The filesystem core: what a read-only mount answers, with its own small
+//! types, testable without FUSE. `fuse.rs` translates these to fuser replies.
+//!
+//! Metadata comes from the in-memory inode table and never waits on the
+//! network; only `read` is async, and every read has a deadline after which it
+//! fails with ETIMEDOUT instead of hanging.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::fetch::fetcher::Fetcher;
+use crate::fetch::frame_range;
+use crate::format::{path, Entry, Kind};
+use crate::layer::Tree;
+
+/// Attributes of an inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// Type.
+    pub kind: Kind,
+    /// Size in bytes (files) or target length (symlinks).
+    pub size: u64,
+    /// Permission bits.
+    pub perm: u16,
+    /// Link count.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number for char/block devices.
+    pub rdev: u32,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// Modification time, nanoseconds.
+    pub mtime_nsec: u32,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Attributes.
+    pub attr: Attr,
+    /// Offset to resume after this entry.
+    pub next: u64,
+}
+
+/// Filesystem-wide numbers for statfs.
+#[derive(Debug, Clone, Copy)]
+pub struct Statfs {
+    /// Blocks (4 KiB) of file data.
+    pub blocks: u64,
+    /// Inodes.
+    pub files: u64,
+}
+
+/// Sequential-read state of one open file.
+#[derive(Debug, Default, Clone, Copy)]
+struct OpenFile {
+    next: u64,
+    window: u64,
+}
+
+/// See the module docs.
+pub struct Fs {
+    tree: Tree,
+    fetcher: Arc<Fetcher>,
+    deadline: Duration,
+    readahead_max: u64,
+    open: Mutex<HashMap<u64, OpenFile>>,
+    next_fh: AtomicU64,
+    statfs: Statfs,
+}
+
+impl Fs {
+    /// A filesystem over `tree`, reading through `fetcher`.
+    pub fn new(tree: Tree, fetcher: Arc<Fetcher>, deadline: Duration, readahead_max: u64) -> Fs {
+        let mut bytes = 0u64;
+        for ino in tree.inodes() {
+            if let Some(n) = tree.node(ino) {
+                bytes += tree.entry(n).size.div_ceil(4096);
+            }
+        }
+        let statfs = Statfs {
+            blocks: bytes,
+            files: tree.len() as u64,
+        };
+        Fs {
+            tree,
+            fetcher,
+            deadline,
+            readahead_max,
+            open: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            statfs,
+        }
+    }
+
+    /// The inode table.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// The fetcher.
+    pub fn fetcher(&self) -> &Arc<Fetcher> {
+        &self.fetcher
+    }
+
+    /// The canonical inode number (hardlink names resolved), its entry and link count.
+    fn node_entry(&self, ino: u64) -> Result<(u64, &Entry, u32)> {
+        let missing = || Error::not_found(format!("inode {ino}"));
+        let real = self.tree.canonical(ino).ok_or_else(missing)?;
+        let n = self.tree.node(real).ok_or_else(missing)?;
+        Ok((real, self.tree.entry(n), n.nlink))
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let (ino, e, nlink) = self.node_entry(ino)?;
+        Ok(attr_of(ino, e, nlink))
+    }
+
+    /// Look up `name` in directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        let (_, pe, _) = self.node_entry(parent)?;
+        if pe.kind != Kind::Dir {
+            return Err(Error::io("lookup", std::io::Error::from_raw_os_error(libc::ENOTDIR)));
+        }
+        let ino = self
+            .tree
+            .lookup(parent, name)
+            .ok_or_else(|| Error::not_found(path::display(name)))?;
+        self.getattr(ino)
+    }
+
+    /// Target of symlink `ino`.
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let (_, e, _) = self.node_entry(ino)?;
+        if e.kind != Kind::Symlink {
+            return Err(Error::io("readlink", std::io::Error::from_raw_os_error(libc::EINVAL)));
+        }
+        Ok(e.link.clone())
+    }
+
+    /// Entries of directory `ino` from `offset` on (`.` and `..` first).
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
+        let n = self
+            .tree
+            .node(ino)
+            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        if self.tree.entry(n).kind != Kind::Dir {
+            return Err(Error::io("readdir", std::io::Error::from_raw_os_error(libc::ENOTDIR)));
+        }
+        let mut out = Vec::new();
+        let total = n.children.len() as u64 + 2;
+        let mut off = offset;
+        while off < total && out.len() < max {
+            let (name, child) = match off {
+                0 => (b".".to_vec(), ino),
+                1 => (b"..".to_vec(), n.parent),
+                _ => {
+                    let (name, c) = &n.children[(off - 2) as usize];
+                    (name.to_vec(), *c)
+                }
+            };
+            out.push(DirEntry {
+                name,
+                attr: self.getattr(child)?,
+                next: off + 1,
+            });
+            off += 1;
+        }
+        Ok(out)
+    }
+
+    /// Open `ino` for reading; returns a handle for [`Fs::read`].
+    pub fn open(&self, ino: u64) -> Result<u64> {
+        let (_, e, _) = self.node_entry(ino)?;
+        if e.kind == Kind::Dir {
+            return Err(Error::io("open", std::io::Error::from_raw_os_error(libc::EISDIR)));
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.open.lock().insert(fh, OpenFile::default());
+        Ok(fh)
+    }
+
+    /// Forget a handle.
+    pub fn release(&self, fh: u64) {
+        self.open.lock().remove(&fh);
+    }
+
+    /// Read up to `size` bytes of `ino` at `offset`, within the deadline.
+    pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        let n = self
+            .tree
+            .node(ino)
+            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        let e = self.tree.entry(n);
+        if !e.kind.has_data() {
+            return Err(Error::io("read", std::io::Error::from_raw_os_error(libc::EINVAL)));
+        }
+        if offset >= e.size || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = e.size.min(offset + u64::from(size));
+        let range = e.offset + offset..e.offset + end;
+        self.readahead(n.layer, e, fh, offset, end);
+        match tokio::time::timeout(self.deadline, self.fetcher.read(n.layer, range)).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!("{}: read timed out after {:?}", path::display(&e.path), self.deadline);
+                Err(Error::Timeout {
+                    what: path::display(&e.path),
+                    secs: self.deadline.as_secs_f64(),
+                })
+            }
+        }
+    }
+
+    /// On sequential reads, fetch ahead within the file, doubling the window
+    /// up to the cap.
+    fn readahead(&self, layer: u32, e: &Entry, fh: u64, offset: u64, end: u64) {
+        let window = {
+            let mut open = self.open.lock();
+            let Some(st) = open.get_mut(&fh) else { return };
+            let sequential = offset == st.next;
+            st.next = end;
+            st.window = if sequential {
+                (st.window * 2).clamp(256 << 10, self.readahead_max)
+            } else {
+                0
+            };
+            st.window
+        };
+        if window == 0 || end >= e.size {
+            return;
+        }
+        let ahead = e.offset + end..e.offset + e.size.min(end + window);
+        let frames = match self.fetcher.layers().get(layer as usize) {
+            Some(l) => frame_range(&l.frames, ahead),
+            None => return,
+        };
+        let missing = self.fetcher.missing(layer, frames);
+        if let (Some(&a), Some(&b)) = (missing.first(), missing.last()) {
+            self.fetcher.fetch_background(layer, a..b + 1);
+        }
+    }
+
+    /// Value of xattr `name` of `ino`.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        let (_, e, _) = self.node_entry(ino)?;
+        e.xattrs
+            .iter()
+            .find(|(k, _)| k.as_slice() == name)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| Error::io("getxattr", std::io::Error::from_raw_os_error(libc::ENODATA)))
+    }
+
+    /// NUL-terminated xattr names of `ino`.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let (_, e, _) = self.node_entry(ino)?;
+        let mut out = Vec::new();
+        for (k, _) in &e.xattrs {
+            out.extend_from_slice(k);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// Filesystem numbers.
+    pub fn statfs(&self) -> Statfs {
+        self.statfs
+    }
+
+    /// `access(2)`: the tree is read-only; other checks follow the mode bits.
+    pub fn access(&self, ino: u64, mask: i32, uid: u32, gid: u32) -> Result<()> {
+        let (_, e, _) = self.node_entry(ino)?;
+        if mask & libc::W_OK != 0 {
+            return Err(Error::io("access", std::io::Error::from_raw_os_error(libc::EROFS)));
+        }
+        if uid == 0 || mask == libc::F_OK {
+            return Ok(());
+        }
+        let bits = if uid == e.uid {
+            (e.mode >> 6) & 7
+        } else if gid == e.gid {
+            (e.mode >> 3) & 7
+        } else {
+            e.mode & 7
+        } as i32;
+        if mask & bits == mask {
+            Ok(())
+        } else {
+            Err(Error::io("access", std::io::Error::from_raw_os_error(libc::EACCES)))
+        }
+    }
+}
+
+fn attr_of(ino: u64, e: &Entry, nlink: u32) -> Attr {
+    Attr {
+        ino,
+        kind: if e.kind == Kind::Hardlink { Kind::File } else { e.kind },
+        size: match e.kind {
+            Kind::File | Kind::Hardlink => e.size,
+            Kind::Symlink => e.link.len() as u64,
+            Kind::Dir => 4096,
+            _ => 0,
+        },
+        perm: (e.mode & 0o7777) as u16,
+        nlink,
+        uid: e.uid,
+        gid: e.gid,
+        rdev: if matches!(e.kind, Kind::Char | Kind::Block) {
+            // The kernel's "new" 32-bit device encoding used by FUSE.
+            (e.dev_minor & 0xff) | ((e.dev_major & 0xfff) << 8) | ((e.dev_minor & !0xff) << 12)
+        } else {
+            0
+        },
+        mtime: e.mtime,
+        mtime_nsec: e.mtime_nsec,
+    }
+}

@@ -1,0 +1,116 @@
+//! A fault-injecting store for tests: wraps any store and makes chosen reads
+//! fail, stall, return corrupted bytes or come back short.
+//!
+//! Faults are described by object byte ranges, so a test can aim at one frame
+//! ("every read touching bytes X..Y fails") and check that everything else
+//! still works.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::{ObjectStore, Upload};
+use crate::error::{Error, Result};
+
+/// What to do to reads.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Reads overlapping any of these object ranges fail.
+    pub fail: Vec<Range<u64>>,
+    /// Reads overlapping any of these ranges stall for `delay` first.
+    pub slow: Vec<Range<u64>>,
+    /// How long a slow read stalls.
+    pub delay: Duration,
+    /// Bytes at these object offsets come back flipped.
+    pub corrupt: Vec<u64>,
+    /// Reads overlapping these ranges come back one byte short.
+    pub truncate: Vec<Range<u64>>,
+}
+
+/// See the module docs.
+pub struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    faults: Mutex<Faults>,
+    /// Reads that had a fault applied.
+    pub injected: AtomicU64,
+}
+
+impl FaultyStore {
+    /// Wrap `inner`.
+    pub fn new(inner: Arc<dyn ObjectStore>, faults: Faults) -> FaultyStore {
+        FaultyStore {
+            inner,
+            faults: Mutex::new(faults),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    /// Replace the faults.
+    pub fn set(&self, faults: Faults) {
+        *self.faults.lock() = faults;
+    }
+
+    async fn apply(&self, key: &str, range: Range<u64>, data: Bytes) -> Result<Bytes> {
+        let f = self.faults.lock().clone();
+        let hits = |rs: &[Range<u64>]| rs.iter().any(|r| r.start < range.end && range.start < r.end);
+        if hits(&f.slow) {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(f.delay).await;
+        }
+        if hits(&f.fail) {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Store(format!("{key}: injected failure")));
+        }
+        let mut out = data.to_vec();
+        for &at in &f.corrupt {
+            if range.contains(&at) {
+                self.injected.fetch_add(1, Ordering::Relaxed);
+                out[(at - range.start) as usize] ^= 0xff;
+            }
+        }
+        if hits(&f.truncate) && !out.is_empty() {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            out.pop();
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    fn describe(&self) -> String {
+        format!("faulty({})", self.inner.describe())
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let data = self.inner.get_range(key, range.clone()).await?;
+        self.apply(key, range, data).await
+    }
+
+    async fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64)> {
+        let (data, size) = self.inner.get_suffix(key, len).await?;
+        let start = size - data.len() as u64;
+        Ok((self.apply(key, start..size, data).await?, size))
+    }
+
+    async fn size(&self, key: &str) -> Result<u64> {
+        self.inner.size(key).await
+    }
+
+    async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        self.inner.create_upload(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner.list(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+}
