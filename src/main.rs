@@ -252,6 +252,13 @@ fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting runtime", e))?;
+    let res = dispatch(&rt, cli);
+    // Do not wait for idle blocking-pool threads on the way out.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    res
+}
+
+fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
     let h = rt.handle();
     let t0 = std::time::Instant::now();
     match cli.cmd {
@@ -390,7 +397,6 @@ fn run(cli: Cli) -> Result<()> {
             lazysnap::store::snapshot_key(&name)?;
             if !foreground {
                 let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-                drop(rt);
                 return cmd::mount::spawn_daemon(&args, &mountpoint);
             }
             let opts = MountOptions {
@@ -403,10 +409,9 @@ fn run(cli: Cli) -> Result<()> {
                 prefetch: !no_prefetch,
                 ..MountOptions::default()
             };
-            cmd::mount::run_foreground(&rt, &store.store.to_string_lossy(), &name, &mountpoint, opts)?;
+            cmd::mount::run_foreground(rt, &store.store.to_string_lossy(), &name, &mountpoint, opts)?;
         }
         Command::Umount { mountpoint } => {
-            drop(rt);
             cmd::mount::umount(&mountpoint)?;
         }
         Command::Stats { mountpoint, json } => {
@@ -437,7 +442,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::List { prefix, store } => {
-            for n in rt.block_on(open_store(&store)?.list_snapshots(&prefix))? {
+            for n in h.block_on(open_store(&store)?.list_snapshots(&prefix))? {
                 println!("{n}");
             }
         }

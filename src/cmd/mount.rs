@@ -135,9 +135,16 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Is process `pid` running? A zombie (exited, not yet reaped by whoever
+/// adopted the detached daemon) counts as gone.
 fn process_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
 }
 
 /// Start a background daemon running `args` (this program's own mount
@@ -333,13 +340,19 @@ pub fn umount(mnt: &Path) -> Result<()> {
         return Err(Error::not_found(format!("{}: not a lazysnap mount", mnt.display())));
     }
     if mounted {
-        let ok = fusermount(&["-u"], &mnt)?;
-        if !ok && is_mounted(&mnt) {
-            // A dead daemon leaves a mount that cannot be unmounted normally.
+        let daemon_alive = record.as_ref().is_some_and(|r| process_alive(r.pid));
+        if !fusermount(&["-u"], &mnt)? && is_mounted(&mnt) {
+            if daemon_alive {
+                return Err(Error::Store(format!(
+                    "{}: busy (files or directories open in it)",
+                    mnt.display()
+                )));
+            }
+            // A killed daemon leaves a dead mount: detach it.
             fusermount(&["-u", "-z"], &mnt)?;
         }
         if is_mounted(&mnt) {
-            return Err(Error::Store(format!("{}: still mounted (busy?)", mnt.display())));
+            return Err(Error::Store(format!("{}: still mounted", mnt.display())));
         }
     }
     if let Some(r) = record {

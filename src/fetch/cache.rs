@@ -124,9 +124,7 @@ impl DiskCache {
 
     /// The compressed bytes of frame `d`, if cached and intact.
     pub fn get(&self, d: &Digest) -> Option<Vec<u8>> {
-        if self.state.lock().lru.get(d).is_none() {
-            return None;
-        }
+        self.state.lock().lru.get(d)?;
         match std::fs::read(self.path(d)) {
             Ok(data) if format::digest(&data) == *d => Some(data),
             _ => {

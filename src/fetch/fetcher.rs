@@ -5,15 +5,15 @@
 //! N readers of a frame cause one fetch (single-flight); adjacent missing
 //! frames are coalesced into ranged reads of up to [`super::MAX_REQUEST`];
 //! several reads run at once. Background work (readahead, the prefetch list)
-//! uses the same machinery at lower priority: it yields while foreground
-//! reads are in flight and stops when cancelled.
+//! uses the same machinery at lower priority: it may hold only half of the
+//! connections, so foreground reads always find one, and it stops when
+//! cancelled.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
@@ -117,7 +117,7 @@ pub struct Fetcher {
     disk: Option<Arc<DiskCache>>,
     inflight: Mutex<HashMap<FrameKey, Vec<oneshot::Sender<Shared>>>>,
     slots: Semaphore,
-    foreground: AtomicUsize,
+    background_slots: Semaphore,
     cancelled: AtomicBool,
     counters: Counters,
 }
@@ -139,7 +139,7 @@ impl Fetcher {
             disk,
             inflight: Mutex::new(HashMap::new()),
             slots: Semaphore::new(config.parallel.max(1)),
-            foreground: AtomicUsize::new(0),
+            background_slots: Semaphore::new((config.parallel / 2).max(1)),
             cancelled: AtomicBool::new(false),
             counters: Counters::default(),
             config,
@@ -236,7 +236,6 @@ impl Fetcher {
         if range.end > l.frames.len() {
             return Err(Error::Store(format!("{}: frame {} out of range", l.name, range.end)));
         }
-        let _fg = (prio == Priority::Foreground).then(|| ForegroundGuard::new(&self.foreground));
         let mut out: Vec<Option<Bytes>> = vec![None; range.len()];
         let mut waits = Vec::new();
         let mut claimed = Vec::new();
@@ -323,18 +322,21 @@ impl Fetcher {
     }
 
     async fn fetch_run(&self, layer: u32, l: &Layer, run: Range<usize>, prio: Priority) {
-        if prio == Priority::Background {
-            while self.foreground.load(Ordering::Relaxed) > 0 && !self.cancelled.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            if self.cancelled.load(Ordering::Relaxed) {
-                let idx: Vec<usize> = run.collect();
-                return self.complete_all(layer, &idx, Arc::new(Error::Store("cancelled".into())));
-            }
+        // Background work may use only some of the connections, so a
+        // foreground read always finds one free (and a foreground read that
+        // waits on a frame background work claimed waits on a live fetch).
+        let bg_permit = match prio {
+            Priority::Background => Some(self.background_slots.acquire().await),
+            Priority::Foreground => None,
+        };
+        if prio == Priority::Background && self.cancelled.load(Ordering::Relaxed) {
+            let idx: Vec<usize> = run.collect();
+            return self.complete_all(layer, &idx, Arc::new(Error::Store("cancelled".into())));
         }
         let permit = self.slots.acquire().await;
         let raw = super::fetch_raw(&l.store, &l.key, &l.frames, run.clone()).await;
         drop(permit);
+        drop(bg_permit);
         let raw = match raw {
             Ok(raw) => raw,
             Err(e) => {
@@ -421,21 +423,5 @@ fn share_error(e: &Error) -> Error {
         },
         Error::NotFound { what } => Error::not_found(what.clone()),
         other => Error::Store(other.to_string()),
-    }
-}
-
-/// Counts a foreground read in flight for as long as it lives.
-struct ForegroundGuard<'a>(&'a AtomicUsize);
-
-impl<'a> ForegroundGuard<'a> {
-    fn new(c: &'a AtomicUsize) -> Self {
-        c.fetch_add(1, Ordering::Relaxed);
-        ForegroundGuard(c)
-    }
-}
-
-impl Drop for ForegroundGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
