@@ -236,16 +236,16 @@ fn one_small_file_fetches_little_and_sixteen_readers_agree() {
                     );
                 }
                 // And one large read with random offsets.
-                let mut f = std::fs::File::open(m.join(paths::BIG)).expect("open");
-                let mut g = std::fs::File::open(src.join(paths::BIG)).expect("open");
+                let f = std::fs::File::open(m.join(paths::BIG)).expect("open");
+                let g = std::fs::File::open(src.join(paths::BIG)).expect("open");
                 for _ in 0..8 {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
                     let off = x % (BIG_FILE_SIZE - 70_000);
                     let (mut a, mut b) = (vec![0u8; 70_000], vec![0u8; 70_000]);
-                    std::os::unix::fs::FileExt::read_exact_at(&mut f, &mut a, off).expect("read");
-                    std::os::unix::fs::FileExt::read_exact_at(&mut g, &mut b, off).expect("read");
+                    std::os::unix::fs::FileExt::read_exact_at(&f, &mut a, off).expect("read");
+                    std::os::unix::fs::FileExt::read_exact_at(&g, &mut b, off).expect("read");
                     assert!(a == b, "big file differs at {off}");
                 }
             })
