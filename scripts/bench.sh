@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Benchmarks on a realistic tree (a Next.js workspace, ~21k files, ~430 MB).
-#   ./scripts/bench.sh [format]      (sections; default: all)
+#   ./scripts/bench.sh [format] [mount]     (sections; default: all)
 # Env: LAZYSNAP_BENCH_DIR (work dir, default /tmp/lazysnap-bench),
 #      LAZYSNAP_BENCH_TREE (use this tree instead of installing Next.js),
 #      RUNS (repetitions of each timing, default 3; the best is reported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
-sections="${*:-format}"
+sections="${*:-format mount}"
 work="${LAZYSNAP_BENCH_DIR:-/tmp/lazysnap-bench}"
 runs="${RUNS:-3}"
 mkdir -p "$work"
@@ -83,6 +83,68 @@ section_format() {
     echo "| size vs tar \| zstd -3 (bytes)                   | $s_snap | $s_plain | $(ratio "$s_snap" "$s_plain") |"
     echo "| index frame (bytes)                             | $s_index | | |"
     echo "| cat of one small file: $cat_stats | | | |"
+}
+
+now() { date +%s.%N; }
+since() { printf '%.3f' "$(echo "$(now) - $1" | bc -l)"; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+# Time the four tasks on a mount at $1 (listing in $2); prints "walk random read".
+mount_tasks() {
+    local m="$1" list="$2" t a b c
+    t=$(now); find "$m" -printf '%s %m\n' > /dev/null; a=$(since "$t")
+    t=$(now); (cd "$m" && xargs -d '\n' cat < "$list" > /dev/null); b=$(since "$t")
+    t=$(now); tar -C "$m" -cf - . | cat > /dev/null; c=$(since "$t")
+    echo "$a $b $c"
+}
+
+section_mount() {
+    command -v squashfuse_ll >/dev/null 2>&1 && command -v mksquashfs >/dev/null 2>&1 || {
+        apt-get update -qq && apt-get install -y -qq squashfuse squashfs-tools fuse3 >/dev/null; }
+    local store="$work/store" img="$work/tree.sqfs" mnt="$work/mnt" list="$work/random200.txt"
+    export LAZYSNAP_STATE_DIR="$work/state"
+    mkdir -p "$store" "$mnt"
+    [ -f "$store/bench/next.tar.zst" ] || "$bin" create "$tree" --store "$store" --name bench/next >/dev/null
+    [ -f "$img" ] || mksquashfs "$tree" "$img" -comp zstd -quiet -noappend >/dev/null
+    (cd "$tree" && find . -type f | LC_ALL=C sort | awk 'NR % 97 == 1' | head -n 200 | sed 's|^\./||') > "$list"
+    echo "== mount: $(wc -l < "$list") random files; snapshot $(du -h "$store/bench/next.tar.zst" | cut -f1), squashfs $(du -h "$img" | cut -f1)"
+
+    # lazysnap, cold: fresh mount and empty page cache before each task.
+    local t ls_mount ls_cold=() ls_warm sq_mount sq_cold=() sq_warm reqs peak pid i
+    for i in 0 1 2; do
+        drop_caches
+        t=$(now); "$bin" mount bench/next "$mnt" --store "$store" --read-only --no-prefetch; ls "$mnt" > /dev/null
+        [ "$i" = 0 ] && { ls_mount=$(since "$t"); reqs=$("$bin" stats "$mnt" --json | sed -n 's/.*"requests": \([0-9]*\).*/\1/p'); }
+        r=$(mount_tasks "$mnt" "$list"); ls_cold+=("$(echo "$r" | cut -d' ' -f$((i + 1)))")
+        if [ "$i" = 2 ]; then
+            pid=$("$bin" stats "$mnt" --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+            ls_warm=$(mount_tasks "$mnt" "$list")
+            peak=$(awk '/VmHWM/{print int($2/1024)}' "/proc/$pid/status")
+        fi
+        "$bin" umount "$mnt"
+    done
+    for i in 0 1 2; do
+        drop_caches
+        t=$(now); squashfuse_ll "$img" "$mnt"; ls "$mnt" > /dev/null
+        [ "$i" = 0 ] && sq_mount=$(since "$t")
+        r=$(mount_tasks "$mnt" "$list"); sq_cold+=("$(echo "$r" | cut -d' ' -f$((i + 1)))")
+        [ "$i" = 2 ] && sq_warm=$(mount_tasks "$mnt" "$list")
+        fusermount3 -u "$mnt"
+    done
+    read -r lw_walk lw_rand lw_read <<< "$ls_warm"
+    read -r sw_walk sw_rand sw_read <<< "$sq_warm"
+    echo
+    echo "| task (seconds)                 | lazysnap | squashfuse | ratio |"
+    echo "|--------------------------------|----------|------------|-------|"
+    echo "| mount until ls works (cold)    | $ls_mount | $sq_mount | $(ratio "$ls_mount" "$sq_mount") |"
+    echo "| find walk, cold                | ${ls_cold[0]} | ${sq_cold[0]} | $(ratio "${ls_cold[0]}" "${sq_cold[0]}") |"
+    echo "| 200 random files, cold         | ${ls_cold[1]} | ${sq_cold[1]} | $(ratio "${ls_cold[1]}" "${sq_cold[1]}") |"
+    echo "| full read (tar -c), cold       | ${ls_cold[2]} | ${sq_cold[2]} | $(ratio "${ls_cold[2]}" "${sq_cold[2]}") |"
+    echo "| find walk, warm                | $lw_walk | $sw_walk | $(ratio "$lw_walk" "$sw_walk") |"
+    echo "| 200 random files, warm         | $lw_rand | $sw_rand | $(ratio "$lw_rand" "$sw_rand") |"
+    echo "| full read (tar -c), warm       | $lw_read | $sw_read | $(ratio "$lw_read" "$sw_read") |"
+    echo "| store requests before ls works | $reqs | | |"
+    echo "| daemon peak RSS (MiB), budget 256 | $peak | | |"
 }
 
 for s in $sections; do

@@ -330,3 +330,121 @@ fn attr_of(ino: u64, e: &Entry, nlink: u32) -> Attr {
         mtime_nsec: e.mtime_nsec,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::fetcher::{FetchConfig, Layer};
+    use crate::format::writer::{SnapshotWriter, WriterOptions};
+    use crate::snapshot::Snapshot;
+    use crate::store::Store;
+
+    fn entry(p: &str, kind: Kind, mode: u32) -> Entry {
+        let mut e = Entry::new(p.as_bytes().to_vec(), kind);
+        e.mode = mode;
+        e.mtime = 1_700_000_000;
+        e.mtime_nsec = 42;
+        e
+    }
+
+    /// A small snapshot served by an `Fs`, no FUSE involved.
+    fn fixture(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Fs {
+        let store = Store::open(&dir.display().to_string()).expect("store");
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        crate::cmd::publish(
+            rt.handle(),
+            &store,
+            "t",
+            WriterOptions {
+                frame_size: 64 << 10,
+                ..WriterOptions::default()
+            },
+            indicatif::ProgressBar::hidden(),
+            |w: &mut SnapshotWriter<_>| {
+                w.add(entry("", Kind::Dir, 0o755), None)?;
+                w.add(entry("d", Kind::Dir, 0o750), None)?;
+                let mut f = entry("d/big", Kind::File, 0o644);
+                f.size = big.len() as u64;
+                f.xattrs = vec![(b"user.k".to_vec(), b"v".to_vec())];
+                w.add(f, Some(&mut &big[..]))?;
+                let mut h = entry("d/link", Kind::Hardlink, 0o644);
+                h.link = b"d/big".to_vec();
+                w.add(h, None)?;
+                let mut s = entry("s", Kind::Symlink, 0o777);
+                s.link = b"d/big".to_vec();
+                w.add(s, None)
+            },
+        )
+        .expect("write");
+        let snap = rt.block_on(Snapshot::open(&store, "t")).expect("open");
+        let layer = Layer {
+            store: store.clone(),
+            key: snap.key.clone(),
+            name: "t".into(),
+            frames: Arc::new(snap.index.frames.clone()),
+        };
+        let fetcher = Fetcher::new(vec![layer], FetchConfig::default()).expect("fetcher");
+        let tree = Tree::single(snap.index.clone()).expect("tree");
+        Fs::new(tree, fetcher, Duration::from_secs(5), 1 << 20)
+    }
+
+    #[test]
+    fn metadata_reads_and_errors() {
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = fixture(&rt, dir.path());
+        let root = fs.getattr(1).expect("root");
+        assert_eq!((root.kind, root.nlink), (Kind::Dir, 3));
+        let d = fs.lookup(1, b"d").expect("d");
+        assert_eq!(d.perm, 0o750);
+        let big = fs.lookup(d.ino, b"big").expect("big");
+        let link = fs.lookup(d.ino, b"link").expect("link");
+        assert_eq!((big.ino, big.nlink, big.size), (link.ino, 2, 3_000_000));
+        assert_eq!(big.mtime_nsec, 42);
+        assert!(fs.lookup(d.ino, b"nope").is_err_and(|e| e.errno() == libc::ENOENT));
+        assert!(fs.lookup(big.ino, b"x").is_err_and(|e| e.errno() == libc::ENOTDIR));
+        let s = fs.lookup(1, b"s").expect("s");
+        assert_eq!(fs.readlink(s.ino).expect("readlink"), b"d/big");
+        let names: Vec<Vec<u8>> = fs
+            .readdir(d.ino, 0, 100)
+            .expect("readdir")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            names,
+            vec![b".".to_vec(), b"..".to_vec(), b"big".to_vec(), b"link".to_vec()]
+        );
+        assert_eq!(fs.readdir(d.ino, 3, 100).expect("resume").len(), 1);
+        assert_eq!(fs.getxattr(big.ino, b"user.k").expect("xattr"), b"v");
+        assert!(fs
+            .getxattr(big.ino, b"user.x")
+            .is_err_and(|e| e.errno() == libc::ENODATA));
+        assert_eq!(fs.listxattr(big.ino).expect("list"), b"user.k\0");
+        assert!(fs
+            .access(big.ino, libc::W_OK, 0, 0)
+            .is_err_and(|e| e.errno() == libc::EROFS));
+        assert!(fs
+            .access(d.ino, libc::R_OK, 1000, 1000)
+            .is_err_and(|e| e.errno() == libc::EACCES));
+
+        let fh = fs.open(big.ino).expect("open");
+        let want: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut got = Vec::new();
+        let mut off = 0u64;
+        while off < 3_000_000 {
+            let b = rt.block_on(fs.read(big.ino, fh, off, 131_072)).expect("read");
+            assert!(!b.is_empty());
+            off += b.len() as u64;
+            got.extend_from_slice(&b);
+        }
+        assert!(got == want, "content");
+        assert!(rt
+            .block_on(fs.read(big.ino, fh, 3_000_000, 10))
+            .expect("eof")
+            .is_empty());
+        fs.release(fh);
+        let st = fs.fetcher().stats();
+        assert!(st.frames_fetched >= 45 && st.errors == 0, "{st:?}");
+    }
+}
