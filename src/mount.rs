@@ -136,6 +136,7 @@ pub fn mount(
             mnt.display()
         )));
     }
+    crate::sys::return_large_allocations();
     let snap = rt.block_on(Snapshot::open(store, name))?;
     let layer = Layer {
         store: store.clone(),

@@ -148,3 +148,17 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Make the allocator return large buffers (decompressed frames) to the
+/// system when they are freed. glibc otherwise raises its mmap threshold
+/// after the first free of a large block and serves later frames from
+/// per-thread arenas that never shrink, so RSS drifts far above the frame
+/// cache's budget.
+pub fn return_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}

@@ -576,3 +576,68 @@ fn no_stale_mounts_after_umount_sigterm_or_sigkill() {
     env.umount(&m);
     assert!(!mounted(&m));
 }
+
+#[test]
+fn prefetch_list_is_fetched_in_the_background_at_mount() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    let src = env.p("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    make_fidelity_tree_opts(
+        &src,
+        FidelityOpts {
+            big_file: true,
+            many_files: false,
+        },
+    );
+    // Write the snapshot through the library so its index carries a
+    // prefetch list (the order an earlier run first read files in).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let store = Store::open(&env.store()).expect("store");
+    let opts = lazysnap::format::writer::WriterOptions {
+        prefetch: vec![
+            paths::ZERO_RUNS.as_bytes().to_vec(),
+            paths::DEEP_LEAF.as_bytes().to_vec(),
+        ],
+        ..Default::default()
+    };
+    lazysnap::cmd::create::create(rt.handle(), &store, "p", &src, opts).expect("create");
+    let snap = rt.block_on(Snapshot::open(&store, "p")).expect("open");
+    assert_eq!(snap.index.prefetch.len(), 2);
+
+    let mnt = env.p("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let counted = Store::open(&env.store()).expect("store");
+    let handle = lazysnap::mount::mount(rt.handle(), &counted, "p", &mnt, MountOptions::default()).expect("mount");
+    // Without reading anything, the listed files' frames arrive.
+    let t0 = Instant::now();
+    while handle.stats().frames_fetched < 8 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = handle.stats();
+    assert!(before.frames_fetched >= 8, "prefetch did not run: {before:?}");
+    // Reading a prefetched file is served from memory.
+    assert_eq!(
+        std::fs::read(mnt.join(paths::ZERO_RUNS)).expect("read"),
+        std::fs::read(src.join(paths::ZERO_RUNS)).expect("src")
+    );
+    let after = handle.stats();
+    assert_eq!(after.frames_fetched, before.frames_fetched, "{after:?}");
+    assert!(after.memory_hits > 0);
+    // And with prefetch off, nothing is fetched until read.
+    handle.unmount().expect("unmount");
+    let quiet = Store::open(&env.store()).expect("store");
+    let opts = MountOptions {
+        prefetch: false,
+        ..MountOptions::default()
+    };
+    let handle = lazysnap::mount::mount(rt.handle(), &quiet, "p", &mnt, opts).expect("mount");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(handle.stats().frames_fetched, 0);
+    handle.unmount().expect("unmount");
+}
