@@ -52,6 +52,13 @@ enum Command {
         /// Name of the new snapshot.
         #[arg(long)]
         name: String,
+        /// Write a diff against this snapshot's chain (no parent data is fetched).
+        #[arg(long)]
+        parent: Option<String>,
+        /// With --parent: also compare file contents (local hashing) when
+        /// size and mtime agree.
+        #[arg(long, requires = "parent")]
+        checksum: bool,
         #[command(flatten)]
         write: WriteArgs,
     },
@@ -167,6 +174,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a snapshot's chain: itself and every parent down to the base.
+    Log {
+        /// Snapshot name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the snapshots in a store.
     List {
         /// Only names starting with this prefix.
@@ -266,9 +283,15 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             dir,
             store,
             name,
+            parent,
+            checksum,
             write,
         } => {
-            let w = cmd::create::create(h, &open_store(&store)?, &name, &dir, writer_opts(&write)?)?;
+            let st = open_store(&store)?;
+            let w = match parent {
+                Some(p) => cmd::create::create_diff(h, &st, &name, &dir, &p, checksum, writer_opts(&write)?)?,
+                None => cmd::create::create(h, &st, &name, &dir, writer_opts(&write)?)?,
+            };
             report_written(&name, &w, t0.elapsed().as_secs_f64());
         }
         Command::Import {
@@ -439,6 +462,25 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                     human(n("disk_bytes"))
                 );
                 println!("errors:         {}", n("errors"));
+            }
+        }
+        Command::Log { name, store, json } => {
+            let entries = cmd::inspect::log(h, &open_store(&store)?, &name)?;
+            if json {
+                print_json(&entries)?;
+            } else {
+                for e in entries {
+                    let kind = if e.parent.is_some() { "diff" } else { "full" };
+                    println!(
+                        "{:<40} {kind} {:>10} {:>7} entries {:>5} whiteouts {:>5} frames  created {:.0}",
+                        e.name,
+                        human(e.size),
+                        e.entries,
+                        e.whiteouts,
+                        e.frames,
+                        e.created
+                    );
+                }
             }
         }
         Command::List { prefix, store } => {

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::fetcher::{FetchConfig, FetchStats, Fetcher, Layer};
+use crate::fetch::fetcher::{FetchConfig, FetchStats, Fetcher};
 use crate::fetch::frame_range;
 use crate::fs::Fs;
 use crate::fuse::FuseAdapter;
 use crate::layer::Tree;
-use crate::snapshot::Snapshot;
+use crate::snapshot::Chain;
 use crate::store::Store;
 
 /// How to mount.
@@ -137,15 +137,9 @@ pub fn mount(
         )));
     }
     crate::sys::return_large_allocations();
-    let snap = rt.block_on(Snapshot::open(store, name))?;
-    let layer = Layer {
-        store: store.clone(),
-        key: snap.key.clone(),
-        name: snap.name.clone(),
-        frames: Arc::new(snap.index.frames.clone()),
-    };
-    let fetcher = Fetcher::new(vec![layer], opts.fetch.clone())?;
-    let tree = Tree::single(snap.index.clone())?;
+    let chain = rt.block_on(Chain::open(store, name))?;
+    let fetcher = Fetcher::new(chain.layers(store), opts.fetch.clone())?;
+    let tree = chain.tree()?;
     let fs = Arc::new(Fs::new(
         tree,
         fetcher.clone(),
@@ -196,36 +190,38 @@ pub fn mount(
     // The first request after mounting is INIT; a stat round trip proves
     // the kernel and the session are talking.
     std::fs::metadata(mnt).ctx(|| format!("checking mount {}", mnt.display()))?;
-    if opts.prefetch && !snap.index.prefetch.is_empty() {
+    if opts.prefetch && !chain.top().index.prefetch.is_empty() {
         let _g = rt.enter();
-        start_prefetch(&fetcher, &snap);
+        start_prefetch(&fetcher, handle.fs.tree(), &chain.top().index.prefetch);
     }
     Ok(handle)
 }
 
-/// Queue the index's prefetch list (first-read order of an earlier run) as
-/// background fetches, in order.
-fn start_prefetch(fetcher: &Arc<Fetcher>, snap: &Snapshot) {
-    let idx = &snap.index;
-    let mut frames: Vec<usize> = Vec::new();
-    for p in &idx.prefetch {
-        if let Some(i) = idx.find(p) {
-            let e = &idx.entries[i];
-            if e.kind.has_data() {
-                frames.extend(frame_range(&idx.frames, e.offset..e.offset + e.size));
+/// Queue the prefetch list (first-read order of an earlier run) as
+/// background fetches, in order, each file's frames from the layer that
+/// holds it in the merged view.
+fn start_prefetch(fetcher: &Arc<Fetcher>, tree: &Tree, list: &[Vec<u8>]) {
+    let mut runs: Vec<(u32, std::ops::Range<usize>)> = Vec::new();
+    for p in list {
+        let Some(node) = tree.resolve(p).and_then(|ino| tree.node(ino)) else {
+            continue;
+        };
+        let e = tree.entry(node);
+        if !e.kind.has_data() || e.size == 0 {
+            continue;
+        }
+        let frames = &tree.layers()[node.layer as usize].frames;
+        let r = frame_range(frames, e.offset..e.offset + e.size);
+        // Extend the previous run when this file continues it.
+        match runs.last_mut() {
+            Some((l, last)) if *l == node.layer && r.start <= last.end && r.end >= last.start => {
+                last.start = last.start.min(r.start);
+                last.end = last.end.max(r.end);
             }
+            _ => runs.push((node.layer, r)),
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    frames.retain(|f| seen.insert(*f));
-    // Group consecutive frames so they coalesce into few requests.
-    let mut start = 0;
-    for k in 1..=frames.len() {
-        if k == frames.len() || frames[k] != frames[k - 1] + 1 {
-            if start < k {
-                fetcher.fetch_background(0, frames[start]..frames[k - 1] + 1);
-            }
-            start = k;
-        }
+    for (layer, r) in runs {
+        fetcher.fetch_background(layer, r);
     }
 }

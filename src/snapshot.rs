@@ -78,3 +78,81 @@ impl Snapshot {
         })
     }
 }
+
+/// Deepest chain accepted (a loop of parents would otherwise never end).
+pub const MAX_CHAIN: usize = 4096;
+
+/// A snapshot and all its ancestors, bottom (full snapshot) first.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// Base first, `name` last.
+    pub snapshots: Vec<Snapshot>,
+}
+
+impl Chain {
+    /// Open `name` and follow its parent references down to a full snapshot,
+    /// checking that every parent is the exact snapshot its child was made
+    /// against (index digest).
+    pub async fn open(store: &Store, name: &str) -> Result<Chain> {
+        let mut snapshots = vec![Snapshot::open(store, name).await?];
+        loop {
+            let child = &snapshots[snapshots.len() - 1];
+            let Some(parent) = child.index.parent.clone() else {
+                break;
+            };
+            if snapshots.len() >= MAX_CHAIN {
+                return Err(Error::corrupt(
+                    format!("snapshot {name}"),
+                    format!("chain deeper than {MAX_CHAIN}"),
+                ));
+            }
+            let p = Snapshot::open(store, &parent.name).await.map_err(|e| match e {
+                Error::NotFound { .. } => Error::not_found(format!(
+                    "parent {} of snapshot {} in {}",
+                    parent.name,
+                    child.name,
+                    store.describe()
+                )),
+                e => e,
+            })?;
+            if p.index_digest() != parent.index_digest {
+                return Err(Error::corrupt(
+                    format!("snapshot {}", child.name),
+                    format!(
+                        "parent {} is not the snapshot it was made from (index digest differs)",
+                        parent.name
+                    ),
+                ));
+            }
+            snapshots.push(p);
+        }
+        snapshots.reverse();
+        Ok(Chain { snapshots })
+    }
+
+    /// The snapshot that was asked for (the top of the chain).
+    pub fn top(&self) -> &Snapshot {
+        &self.snapshots[self.snapshots.len() - 1]
+    }
+
+    /// The merged view of the chain as an inode table.
+    pub fn tree(&self) -> Result<crate::layer::Tree> {
+        let indexes: Vec<Arc<Index>> = self.snapshots.iter().map(|s| s.index.clone()).collect();
+        let refs: Vec<&Index> = indexes.iter().map(|i| i.as_ref()).collect();
+        let view = crate::layer::merge::merge(&refs);
+        crate::layer::Tree::build(indexes, view)
+    }
+
+    /// The fetcher layers of the chain, in the same order.
+    pub fn layers(&self, store: &Store) -> Vec<crate::fetch::fetcher::Layer> {
+        self.snapshots
+            .iter()
+            .map(|s| crate::fetch::fetcher::Layer {
+                store: store.clone(),
+                key: s.key.clone(),
+                name: s.name.clone(),
+                frames: Arc::new(s.index.frames.clone()),
+            })
+            .collect()
+    }
+}

@@ -124,3 +124,174 @@ impl Walker {
         }
     }
 }
+
+/// Snapshot `dir` as a diff `name` against the chain of `parent`: only what
+/// differs from the parent's merged view is written (new and changed
+/// entries, with their enclosing directories), plus whiteouts for what `dir`
+/// no longer has. Parent data is never fetched: entries are compared by
+/// type, mode, owner, size, mtime, xattrs and link target, and with
+/// `checksum` also by content digest (hashing the local file only).
+pub fn create_diff(
+    rt: &Handle,
+    store: &Store,
+    name: &str,
+    dir: &Path,
+    parent: &str,
+    checksum: bool,
+    mut opts: WriterOptions,
+) -> Result<Written> {
+    let meta = std::fs::symlink_metadata(dir).ctx(|| dir.display().to_string())?;
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!("{}: not a directory", dir.display())));
+    }
+    let chain = rt.block_on(crate::snapshot::Chain::open(store, parent))?;
+    let tree = chain.tree()?;
+    opts.parent = Some(crate::format::Parent {
+        name: parent.to_string(),
+        index_digest: chain.top().index_digest(),
+    });
+    let pb = progress::bytes(None, "create");
+    publish(rt, store, name, opts, pb, |w| {
+        let mut d = DiffWalker {
+            tree: &tree,
+            checksum,
+            links: HashMap::new(),
+            pending: Vec::new(),
+        };
+        d.walk(w, dir, Vec::new(), &meta, Some(crate::layer::ROOT))
+    })
+}
+
+struct DiffWalker<'a> {
+    tree: &'a crate::layer::Tree,
+    checksum: bool,
+    /// (dev, ino) of multiply-linked files written in this diff -> path.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    /// Directories entered but not written yet (written when something
+    /// beneath them is).
+    pending: Vec<Entry>,
+}
+
+impl DiffWalker<'_> {
+    fn emit<W: std::io::Write + Send + 'static>(
+        &mut self,
+        w: &mut SnapshotWriter<W>,
+        e: Entry,
+        data: Option<&mut dyn std::io::Read>,
+    ) -> Result<()> {
+        for d in std::mem::take(&mut self.pending) {
+            w.add(d, None)?;
+        }
+        w.add(e, data)
+    }
+
+    fn lower(&self, ino: Option<u64>) -> Option<(&crate::layer::Node, &Entry)> {
+        let n = self.tree.node(ino?)?;
+        Some((n, self.tree.entry(n)))
+    }
+
+    fn walk<W: std::io::Write + Send + 'static>(
+        &mut self,
+        w: &mut SnapshotWriter<W>,
+        abs: &Path,
+        rel: Vec<u8>,
+        meta: &Metadata,
+        lower_ino: Option<u64>,
+    ) -> Result<()> {
+        let Some(e) = entry_from_meta(abs, rel.clone(), meta)? else {
+            return Ok(());
+        };
+        let lower = self.lower(lower_ino).map(|(_, le)| le.clone());
+        let same = match &lower {
+            Some(le) => same_meta(&e, le) && (!self.checksum || e.kind != Kind::File || digest_of(abs)? == le.digest),
+            None => false,
+        };
+        match e.kind {
+            Kind::Dir => {
+                let lower_children: Vec<(Box<[u8]>, u64)> = match self.lower(lower_ino) {
+                    Some((n, le)) if le.kind == Kind::Dir => n.children.clone(),
+                    _ => Vec::new(),
+                };
+                if same && !rel.is_empty() {
+                    self.pending.push(e);
+                } else {
+                    self.emit(w, e, None)?;
+                }
+                let depth = self.pending.len();
+                let mut names: Vec<std::ffi::OsString> = Vec::new();
+                for ent in std::fs::read_dir(abs).ctx(|| abs.display().to_string())? {
+                    names.push(ent.ctx(|| abs.display().to_string())?.file_name());
+                }
+                names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                // Whiteouts for what is gone, then the children in order.
+                for (lname, _) in &lower_children {
+                    if names.binary_search_by(|n| n.as_bytes().cmp(lname)).is_err() {
+                        let mut wh = Entry::new(path::join(&rel, lname), Kind::Whiteout);
+                        wh.mtime = meta.mtime();
+                        self.emit(w, wh, None)?;
+                    }
+                }
+                for n in names {
+                    let child = abs.join(&n);
+                    let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
+                    let li = lower_children
+                        .binary_search_by(|(c, _)| c.as_ref().cmp(n.as_bytes()))
+                        .ok()
+                        .map(|i| lower_children[i].1);
+                    self.walk(w, &child, path::join(&rel, n.as_bytes()), &m, li)?;
+                }
+                // Nothing beneath changed: this directory is not written.
+                self.pending.truncate(depth.saturating_sub(1).min(self.pending.len()));
+                Ok(())
+            }
+            _ if same => Ok(()),
+            Kind::File => {
+                let mut e = e;
+                if meta.nlink() > 1 {
+                    let key = (meta.dev(), meta.ino());
+                    if let Some(first) = self.links.get(&key) {
+                        e.kind = Kind::Hardlink;
+                        e.link = first.clone();
+                        return self.emit(w, e, None);
+                    }
+                    self.links.insert(key, rel.clone());
+                }
+                let mut f = File::options()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(abs)
+                    .ctx(|| abs.display().to_string())?;
+                self.emit(w, e, Some(&mut f))
+            }
+            _ => self.emit(w, e, None),
+        }
+    }
+}
+
+/// Do a local entry and a lower entry have the same metadata?
+fn same_meta(e: &Entry, lower: &Entry) -> bool {
+    let kind = |k: Kind| if k == Kind::Hardlink { Kind::File } else { k };
+    kind(e.kind) == kind(lower.kind)
+        && e.mode == lower.mode
+        && e.uid == lower.uid
+        && e.gid == lower.gid
+        && e.mtime == lower.mtime
+        && e.mtime_nsec == lower.mtime_nsec
+        && e.size == lower.size
+        && e.link
+            == if lower.kind == Kind::Symlink {
+                lower.link.clone()
+            } else {
+                Vec::new()
+            }
+        && e.xattrs == lower.xattrs
+        && (e.dev_major, e.dev_minor) == (lower.dev_major, lower.dev_minor)
+}
+
+/// Content digest of a local file.
+fn digest_of(p: &Path) -> Result<crate::format::Digest> {
+    let mut f = File::open(p).ctx(|| p.display().to_string())?;
+    let mut h = blake3::Hasher::new();
+    std::io::copy(&mut f, &mut h).ctx(|| p.display().to_string())?;
+    Ok(crate::format::truncate(h.finalize()))
+}

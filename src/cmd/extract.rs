@@ -39,6 +39,15 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
         });
     }
     let snap = rt.block_on(Snapshot::open(store, name))?;
+    if let Some(parent) = &snap.index.parent {
+        return Err(Error::Unsupported {
+            what: format!("snapshot {name}"),
+            why: format!(
+                "it is a diff of {}: extracting a chain is not available yet (mount it instead)",
+                parent.name
+            ),
+        });
+    }
     let index = snap.index.clone();
     let root = sys::is_root();
     if !root {

@@ -7,8 +7,9 @@ use tokio::runtime::Handle;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::{self, coalesce, MAX_REQUEST};
-use crate::format::{self, path, Entry, Index, Kind};
-use crate::snapshot::Snapshot;
+use crate::format::{self, path, Entry, Kind};
+use crate::layer::Tree;
+use crate::snapshot::{Chain, Snapshot};
 use crate::store::Store;
 
 /// Summary of a snapshot, as printed by `inspect`.
@@ -131,10 +132,14 @@ pub struct Listing {
 }
 
 impl Listing {
-    fn of(e: &Entry) -> Listing {
+    fn of(e: &Entry, p: &[u8]) -> Listing {
         Listing {
-            path: path::display(&e.path),
-            kind: e.kind.name(),
+            path: path::display(p),
+            kind: if e.kind == Kind::Hardlink {
+                Kind::File.name()
+            } else {
+                e.kind.name()
+            },
             mode: e.mode,
             uid: e.uid,
             gid: e.gid,
@@ -153,29 +158,43 @@ pub fn parse_inner_path(p: &str) -> Result<Vec<u8>> {
     Ok(norm)
 }
 
-fn lookup<'a>(idx: &'a Index, name: &str, p: &[u8]) -> Result<(usize, &'a Entry)> {
-    let i = idx
-        .find(p)
+/// Open the chain of `name` and find `p` in its merged view.
+fn lookup(rt: &Handle, store: &Store, name: &str, p: &[u8]) -> Result<(Chain, Tree, u64)> {
+    let chain = rt.block_on(Chain::open(store, name))?;
+    let tree = chain.tree()?;
+    let ino = tree
+        .resolve(p)
         .ok_or_else(|| Error::not_found(format!("{} in snapshot {name}", path::display(p))))?;
-    Ok((i, &idx.entries[i]))
+    Ok((chain, tree, ino))
 }
 
-/// Entries directly under `dir` (or the entry itself when it is not a dir).
+/// Entries directly under `dir` (or the entry itself when it is not a dir),
+/// in the merged view of the snapshot's chain.
 pub fn ls(rt: &Handle, store: &Store, name: &str, dir: &str) -> Result<Vec<Listing>> {
-    let s = rt.block_on(Snapshot::open(store, name))?;
     let p = parse_inner_path(dir)?;
-    let (i, e) = lookup(&s.index, name, &p)?;
+    let (_, tree, ino) = lookup(rt, store, name, &p)?;
+    let node = tree.node(ino).ok_or_else(|| Error::not_found(path::display(&p)))?;
+    let e = tree.entry(node);
     if e.kind != Kind::Dir {
-        return Ok(vec![Listing::of(e)]);
+        return Ok(vec![Listing::of(e, &p)]);
     }
-    Ok(s.index.children(i).map(|c| Listing::of(&s.index.entries[c])).collect())
+    Ok(node
+        .children
+        .iter()
+        .filter_map(|(child_name, c)| {
+            let n = tree.node(*c)?;
+            Some(Listing::of(tree.entry(n), &path::join(&p, child_name)))
+        })
+        .collect())
 }
 
-/// Write one file's content to `out`, fetching only the frames it touches.
+/// Write one file's content to `out`, fetching only the frames it touches
+/// (from whichever layer of the chain holds the file).
 pub fn cat(rt: &Handle, store: &Store, name: &str, file: &str, out: &mut dyn Write) -> Result<()> {
-    let s = rt.block_on(Snapshot::open(store, name))?;
     let p = parse_inner_path(file)?;
-    let (_, e) = lookup(&s.index, name, &p)?;
+    let (chain, tree, ino) = lookup(rt, store, name, &p)?;
+    let node = tree.node(ino).ok_or_else(|| Error::not_found(path::display(&p)))?;
+    let e = tree.entry(node);
     if !e.kind.has_data() {
         return Err(Error::Usage(format!(
             "{}: not a regular file ({})",
@@ -183,9 +202,10 @@ pub fn cat(rt: &Handle, store: &Store, name: &str, file: &str, out: &mut dyn Wri
             e.kind.name()
         )));
     }
+    let s = &chain.snapshots[node.layer as usize];
     let frames = &s.index.frames;
     let range = e.offset..e.offset + e.size;
-    let what = format!("snapshot {name}");
+    let what = format!("snapshot {}", s.name);
     let mut hasher = blake3::Hasher::new();
     for run in coalesce(frames, fetch::frame_range(frames, range.clone()), MAX_REQUEST) {
         let base = run.start;
@@ -204,4 +224,42 @@ pub fn cat(rt: &Handle, store: &Store, name: &str, file: &str, out: &mut dyn Wri
         ));
     }
     out.flush().ctx(|| "writing output".into())
+}
+
+/// One snapshot of a chain, as printed by `log`.
+#[derive(Debug, Serialize)]
+pub struct LogEntry {
+    /// Snapshot name.
+    pub name: String,
+    /// Creation time (seconds since the epoch).
+    pub created: f64,
+    /// Object size.
+    pub size: u64,
+    /// Entries in this layer.
+    pub entries: usize,
+    /// Whiteouts in this layer.
+    pub whiteouts: usize,
+    /// Frames in this layer.
+    pub frames: usize,
+    /// Parent name, if a diff.
+    pub parent: Option<String>,
+}
+
+/// The chain of `name`, newest first.
+pub fn log(rt: &Handle, store: &Store, name: &str) -> Result<Vec<LogEntry>> {
+    let chain = rt.block_on(Chain::open(store, name))?;
+    Ok(chain
+        .snapshots
+        .iter()
+        .rev()
+        .map(|s| LogEntry {
+            name: s.name.clone(),
+            created: s.index.created_ns as f64 / 1e9,
+            size: s.size,
+            entries: s.index.entries.len(),
+            whiteouts: s.index.entries.iter().filter(|e| e.kind == Kind::Whiteout).count(),
+            frames: s.index.frames.len(),
+            parent: s.index.parent.as_ref().map(|p| p.name.clone()),
+        })
+        .collect())
 }

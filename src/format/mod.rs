@@ -20,7 +20,7 @@ pub mod tarhdr;
 pub mod writer;
 
 pub use footer::Footer;
-pub use index::{Entry, Frame, Index, Kind, Parent};
+pub use index::{Entry, Frame, Index, Kind, Parent, FLAG_OPAQUE};
 
 /// Length of every digest in the format (blake3, truncated).
 pub const DIGEST_LEN: usize = 16;

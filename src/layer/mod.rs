@@ -6,6 +6,8 @@
 //! one), links children to parents, makes hardlinks share their target's
 //! inode with the right link count, and answers name lookups by binary search.
 
+pub mod merge;
+
 use std::sync::Arc;
 
 use crate::error::{Error, Result};

@@ -1,0 +1,183 @@
+//! Diff snapshots without a mount: `create --parent` writes only what changed
+//! (with whiteouts for deletions) and fetches no parent data; mounting the
+//! diff shows the merged chain, equal to the changed tree; stock tar plus OCI
+//! whiteout rules give the same tree.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn sh(cmd: &str) {
+    let o = Command::new("bash").args(["-c", cmd]).output().expect("bash");
+    assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Apply every kind of change a workspace sees.
+fn mutate(t: &Path, round: u32) {
+    let p = |s: &str| t.join(s);
+    std::fs::write(p(paths::ONE_BYTE), format!("changed in round {round}")).expect("modify");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(p(paths::SPACES))
+        .expect("open");
+    std::io::Write::write_all(&mut f, b" appended").expect("append");
+    let text = if p("text").is_dir() { "text" } else { "text-renamed" };
+    std::fs::write(p(&format!("{text}/medium_1.txt")), b"").expect("truncate");
+    let _ = std::fs::remove_file(p(paths::EMPTY));
+    let _ = std::fs::remove_dir_all(p("deep/l1/l2"));
+    if p("dir").is_dir() {
+        std::fs::remove_dir_all(p("dir")).expect("rm dir");
+        std::fs::write(p("dir"), b"a file where a dir was").expect("dir -> file");
+    }
+    if p("other/pair2.bin").is_file() {
+        std::fs::remove_file(p("other/pair2.bin")).expect("rm");
+        std::fs::create_dir(p("other/pair2.bin")).expect("file -> dir");
+        std::fs::write(p("other/pair2.bin/inside"), b"x").expect("write");
+    }
+    if p("text").is_dir() {
+        std::fs::rename(p("text"), p("text-renamed")).expect("rename dir");
+    }
+    sh(&format!("chmod 0711 '{}'", p(paths::EXEC).display()));
+    set_mtime(&p(paths::UNICODE), 1_600_000_000 + i64::from(round), 123_456_789).expect("touch");
+    let _ = std::fs::remove_file(p(paths::LINK_REL));
+    std::os::unix::fs::symlink(format!("elsewhere-{round}"), p(paths::LINK_REL)).expect("symlink");
+    set_xattr(&p(paths::XATTR_FILE), "user.round", round.to_string().as_bytes()).expect("xattr");
+    std::fs::create_dir_all(p(&format!("new-dir-{round}/sub"))).expect("mkdir");
+    std::fs::write(p(&format!("new-dir-{round}/sub/file")), vec![round as u8; 10_000]).expect("write");
+}
+
+#[test]
+fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar() {
+    if !require_fuse() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let store = root.join("store").display().to_string();
+    let state = root.join("state");
+    let src = root.join("work");
+    std::fs::create_dir(&src).expect("mkdir");
+    make_fidelity_tree_opts(
+        &src,
+        FidelityOpts {
+            big_file: true,
+            many_files: false,
+        },
+    );
+    let cmd = || {
+        let mut c = lazysnap();
+        c.env("LAZYSNAP_STATE_DIR", &state);
+        c
+    };
+    run_ok(
+        cmd()
+            .arg("create")
+            .arg(&src)
+            .args(["--store", &store, "--name", "ws/0"]),
+    );
+    let base_tree = root.join("base-copy");
+    sh(&format!("cp -a '{}' '{}'", src.display(), base_tree.display()));
+
+    let mut parent = "ws/0".to_string();
+    for round in 1..=3u32 {
+        mutate(&src, round);
+        let name = format!("ws/{round}");
+        let flag = if round == 2 { vec!["--checksum"] } else { vec![] };
+        run_ok(
+            cmd()
+                .arg("create")
+                .arg(&src)
+                .args(["--store", &store, "--name", &name, "--parent", &parent])
+                .args(&flag),
+        );
+        // Small: the 100 MB file and everything else unchanged is not in it.
+        let size = std::fs::metadata(root.join(format!("store/{name}.tar.zst")))
+            .expect("stat")
+            .len();
+        assert!(size < 200_000, "diff {name} is {size} bytes");
+        run_ok(cmd().args(["verify", &name, "--store", &store]));
+
+        let mnt = root.join(format!("mnt{round}"));
+        std::fs::create_dir(&mnt).expect("mkdir");
+        run_ok(
+            cmd()
+                .args(["mount", &name])
+                .arg(&mnt)
+                .args(["--store", &store, "--read-only"]),
+        );
+        let res = compare_trees(&src, &mnt);
+        run_ok(cmd().arg("umount").arg(&mnt));
+        if let Err(d) = res {
+            panic!("mounted {name} differs from the tree:\n{d}");
+        }
+        let o = run_ok(cmd().args(["cat", &name, paths::ONE_BYTE, "--store", &store]));
+        assert_eq!(o.stdout, format!("changed in round {round}").as_bytes());
+        parent = name;
+    }
+    let o = run_ok(cmd().args(["log", "ws/3", "--store", &store, "--json"]));
+    let log: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let names: Vec<&str> = log
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(names, ["ws/3", "ws/2", "ws/1", "ws/0"]);
+
+    // Stock tools: base with tar, then each diff with OCI whiteout rules.
+    let stock = root.join("stock");
+    std::fs::create_dir(&stock).expect("mkdir");
+    let tar_x = "tar --xattrs --xattrs-include='*' --numeric-owner -xpf -";
+    sh(&format!(
+        "zstd -dc '{root}/store/ws/0.tar.zst' | {tar_x} -C '{}'",
+        stock.display(),
+        root = root.display()
+    ));
+    for round in 1..=3 {
+        let snap = format!("{}/store/ws/{round}.tar.zst", root.display());
+        let s = stock.display();
+        // OCI rules: whiteouts delete, opaque markers empty their directory,
+        // a non-directory replaces a directory; then the layer is laid over.
+        sh(&format!(
+            "zstd -dc '{snap}' | tar -t | while IFS= read -r e; do b=$(basename \"$e\"); d=$(dirname \"$e\"); \
+             case \"$e\" in \
+               */) ;; \
+               */.wh..wh..opq|.wh..wh..opq) find '{s}'/\"$d\" -mindepth 1 -delete ;; \
+               .wh.*|*/.wh.*) rm -rf '{s}'/\"$d\"/\"${{b#.wh.}}\" ;; \
+               *) if [ -d '{s}'/\"$e\" ] && [ ! -L '{s}'/\"$e\" ]; then rm -rf '{s}'/\"$e\"; fi ;; \
+             esac; done"
+        ));
+        sh(&format!(
+            "zstd -dc '{snap}' | {tar_x} --overwrite --exclude='.wh.*' -C '{s}'"
+        ));
+    }
+    assert_trees_equal(&src, &stock);
+
+    // Extracting a chain is refused clearly (not silently wrong).
+    let o = run_fail(
+        cmd()
+            .args(["extract", "ws/3"])
+            .arg(root.join("x"))
+            .args(["--store", &store]),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("diff of ws/2"));
+    // A parent that changed under its child is an error.
+    std::fs::rename(root.join("store/ws/1.tar.zst"), root.join("store/ws/1.bak")).expect("mv");
+    let o = run_fail(cmd().args(["ls", "ws/3", "--store", &store]));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("parent ws/1"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    run_ok(
+        cmd()
+            .arg("create")
+            .arg(&base_tree)
+            .args(["--store", &store, "--name", "ws/1"]),
+    );
+    let o = run_fail(cmd().args(["ls", "ws/3", "--store", &store]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("index digest differs"));
+}
