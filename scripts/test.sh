@@ -33,4 +33,4 @@ cargo clippy -j "$jobs" --all-targets --locked -- -D warnings
 echo "== cargo test"
 # Integration tests spawn the binary and move hundreds of MB; two at a time
 # fit a 2-core machine.
-cargo test -j "$jobs" --locked "$@" -- --test-threads 2
+cargo test -j "$jobs" --locked --lib --bins --tests "$@" -- --test-threads 2

@@ -72,6 +72,42 @@ pub fn entry_from_meta(p: &Path, rel: Vec<u8>, m: &Metadata) -> Result<Option<En
     Ok(Some(e))
 }
 
+/// A regular file as the writer needs it: a hardlink to an earlier name of
+/// the same inode (no data), or the entry with its file opened for reading.
+fn link_or_open(
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
+    abs: &Path,
+    rel: &[u8],
+    meta: &Metadata,
+    mut e: Entry,
+) -> Result<(Entry, Option<File>)> {
+    if meta.nlink() > 1 {
+        let key = (meta.dev(), meta.ino());
+        if let Some(first) = links.get(&key) {
+            e.kind = Kind::Hardlink;
+            e.link = first.clone();
+            return Ok((e, None));
+        }
+        links.insert(key, rel.to_vec());
+    }
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(abs)
+        .ctx(|| abs.display().to_string())?;
+    Ok((e, Some(f)))
+}
+
+/// The names in directory `abs`, sorted bytewise (tar and index order).
+fn sorted_names(abs: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut names = Vec::new();
+    for ent in std::fs::read_dir(abs).ctx(|| abs.display().to_string())? {
+        names.push(ent.ctx(|| abs.display().to_string())?.file_name());
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
 struct Walker {
     /// (dev, ino) of multiply-linked files -> first path seen.
     links: HashMap<(u64, u64), Vec<u8>>,
@@ -85,35 +121,17 @@ impl Walker {
         rel: Vec<u8>,
         meta: &Metadata,
     ) -> Result<()> {
-        let Some(mut e) = entry_from_meta(abs, rel.clone(), meta)? else {
+        let Some(e) = entry_from_meta(abs, rel.clone(), meta)? else {
             return Ok(());
         };
         match e.kind {
             Kind::File => {
-                if meta.nlink() > 1 {
-                    let key = (meta.dev(), meta.ino());
-                    if let Some(first) = self.links.get(&key) {
-                        e.kind = Kind::Hardlink;
-                        e.link = first.clone();
-                        return w.add(e, None);
-                    }
-                    self.links.insert(key, rel.clone());
-                }
-                let mut f = File::options()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(abs)
-                    .ctx(|| abs.display().to_string())?;
-                w.add(e, Some(&mut f))
+                let (e, mut f) = link_or_open(&mut self.links, abs, &rel, meta, e)?;
+                w.add(e, f.as_mut().map(|f| f as &mut dyn std::io::Read))
             }
             Kind::Dir => {
                 w.add(e, None)?;
-                let mut names: Vec<std::ffi::OsString> = Vec::new();
-                for ent in std::fs::read_dir(abs).ctx(|| abs.display().to_string())? {
-                    names.push(ent.ctx(|| abs.display().to_string())?.file_name());
-                }
-                names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-                for n in names {
+                for n in sorted_names(abs)? {
                     let child = abs.join(&n);
                     let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
                     self.walk(w, &child, path::join(&rel, n.as_bytes()), &m)?;
@@ -218,11 +236,7 @@ impl DiffWalker<'_> {
                     self.emit(w, e, None)?;
                 }
                 let depth = self.pending.len();
-                let mut names: Vec<std::ffi::OsString> = Vec::new();
-                for ent in std::fs::read_dir(abs).ctx(|| abs.display().to_string())? {
-                    names.push(ent.ctx(|| abs.display().to_string())?.file_name());
-                }
-                names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                let names = sorted_names(abs)?;
                 // Whiteouts for what is gone, then the children in order.
                 for (lname, _) in &lower_children {
                     if names.binary_search_by(|n| n.as_bytes().cmp(lname)).is_err() {
@@ -246,22 +260,8 @@ impl DiffWalker<'_> {
             }
             _ if same => Ok(()),
             Kind::File => {
-                let mut e = e;
-                if meta.nlink() > 1 {
-                    let key = (meta.dev(), meta.ino());
-                    if let Some(first) = self.links.get(&key) {
-                        e.kind = Kind::Hardlink;
-                        e.link = first.clone();
-                        return self.emit(w, e, None);
-                    }
-                    self.links.insert(key, rel.clone());
-                }
-                let mut f = File::options()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(abs)
-                    .ctx(|| abs.display().to_string())?;
-                self.emit(w, e, Some(&mut f))
+                let (e, mut f) = link_or_open(&mut self.links, abs, &rel, meta, e)?;
+                self.emit(w, e, f.as_mut().map(|f| f as &mut dyn std::io::Read))
             }
             _ => self.emit(w, e, None),
         }

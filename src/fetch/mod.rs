@@ -8,6 +8,8 @@ pub mod cache;
 pub mod fetcher;
 pub mod stream;
 
+pub use crate::format::index::frame_range;
+
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -105,20 +107,6 @@ pub async fn decode_run(raw: Bytes, frames: &[Frame], run: Range<usize>, what: &
     }
 }
 
-/// The uncompressed tar-stream bytes `range`, fetched with coalesced reads.
-pub async fn read_bytes(store: &Store, key: &str, frames: &[Frame], range: Range<u64>, what: &str) -> Result<Vec<u8>> {
-    let len = usize::try_from(range.end - range.start).map_err(|_| Error::Store("range too large".into()))?;
-    let mut out = Vec::with_capacity(len);
-    let idx = frame_range(frames, range.clone());
-    for run in coalesce(frames, idx, MAX_REQUEST) {
-        let base = run.start;
-        for (i, data) in fetch_run(store, key, frames, run, what).await?.into_iter().enumerate() {
-            append_overlap(&mut out, &frames[base + i], &data, &range);
-        }
-    }
-    Ok(out)
-}
-
 /// Append the part of a frame's content that falls inside `range`.
 pub fn append_overlap(out: &mut Vec<u8>, f: &Frame, data: &[u8], range: &Range<u64>) {
     let s = range.start.max(f.u_off);
@@ -126,16 +114,6 @@ pub fn append_overlap(out: &mut Vec<u8>, f: &Frame, data: &[u8], range: &Range<u
     if s < e {
         out.extend_from_slice(&data[(s - f.u_off) as usize..(e - f.u_off) as usize]);
     }
-}
-
-/// Indices of the frames overlapping uncompressed `range`.
-pub fn frame_range(frames: &[Frame], range: Range<u64>) -> Range<usize> {
-    if range.start >= range.end {
-        return 0..0;
-    }
-    let first = frames.partition_point(|f| f.u_off + f.u_len <= range.start);
-    let last = frames.partition_point(|f| f.u_off < range.end);
-    first..last.max(first)
 }
 
 #[cfg(test)]

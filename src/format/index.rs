@@ -210,12 +210,7 @@ impl Index {
 
     /// Frames that hold the uncompressed bytes `range` of the tar stream.
     pub fn frames_for(&self, range: Range<u64>) -> Range<usize> {
-        if range.start >= range.end {
-            return 0..0;
-        }
-        let first = self.frames.partition_point(|f| f.u_off + f.u_len <= range.start);
-        let last = self.frames.partition_point(|f| f.u_off < range.end);
-        first..last.max(first)
+        frame_range(&self.frames, range)
     }
 
     /// Total compressed size of the data frames.
@@ -476,6 +471,17 @@ impl Index {
         }
         Ok(())
     }
+}
+
+/// Indices of the frames (in `frames`, sorted by offset) that overlap the
+/// uncompressed tar-stream bytes `range`.
+pub fn frame_range(frames: &[Frame], range: Range<u64>) -> Range<usize> {
+    if range.start >= range.end {
+        return 0..0;
+    }
+    let first = frames.partition_point(|f| f.u_off + f.u_len <= range.start);
+    let last = frames.partition_point(|f| f.u_off < range.end);
+    first..last.max(first)
 }
 
 struct Enc(Vec<u8>);
