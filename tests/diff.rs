@@ -58,15 +58,7 @@ fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar() {
     let root = tmp.path();
     let store = root.join("store").display().to_string();
     let state = root.join("state");
-    let src = root.join("work");
-    std::fs::create_dir(&src).expect("mkdir");
-    make_fidelity_tree_opts(
-        &src,
-        FidelityOpts {
-            big_file: true,
-            many_files: false,
-        },
-    );
+    let src = fidelity_src(root, "work", FidelityOpts::BIG);
     let cmd = || {
         let mut c = lazysnap();
         c.env("LAZYSNAP_STATE_DIR", &state);

@@ -329,15 +329,7 @@ fn faults_fail_only_the_reads_that_touch_them() {
         return;
     }
     let env = Env::new();
-    let src = env.p("src");
-    std::fs::create_dir(&src).expect("mkdir");
-    make_fidelity_tree_opts(
-        &src,
-        FidelityOpts {
-            big_file: true,
-            many_files: false,
-        },
-    );
+    let src = fidelity_src(env.tmp.path(), "src", FidelityOpts::BIG);
     env.create(&src, "f");
     let mnt = env.p("mnt");
     let fm = faulty_mount(&env, "f", &mnt, Duration::from_secs(3));
@@ -409,15 +401,7 @@ fn corrupted_snapshot_file_gives_eio_for_that_frame_only() {
         return;
     }
     let mut env = Env::new();
-    let src = env.p("src");
-    std::fs::create_dir(&src).expect("mkdir");
-    make_fidelity_tree_opts(
-        &src,
-        FidelityOpts {
-            big_file: true,
-            many_files: false,
-        },
-    );
+    let src = fidelity_src(env.tmp.path(), "src", FidelityOpts::BIG);
     env.create(&src, "c");
     // Flip one byte in the middle of the big file's data.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -497,15 +481,7 @@ fn remount_with_disk_cache_fetches_no_frames() {
         return;
     }
     let mut env = Env::new();
-    let src = env.p("src");
-    std::fs::create_dir(&src).expect("mkdir");
-    make_fidelity_tree_opts(
-        &src,
-        FidelityOpts {
-            big_file: true,
-            many_files: false,
-        },
-    );
+    let src = fidelity_src(env.tmp.path(), "src", FidelityOpts::BIG);
     env.create(&src, "d");
     let cache = env.p("cache").display().to_string();
     let m = env.mount("d", "mnt", &["--cache-dir", &cache]);
@@ -583,15 +559,7 @@ fn prefetch_list_is_fetched_in_the_background_at_mount() {
         return;
     }
     let env = Env::new();
-    let src = env.p("src");
-    std::fs::create_dir(&src).expect("mkdir");
-    make_fidelity_tree_opts(
-        &src,
-        FidelityOpts {
-            big_file: true,
-            many_files: false,
-        },
-    );
+    let src = fidelity_src(env.tmp.path(), "src", FidelityOpts::BIG);
     // Write the snapshot through the library so its index carries a
     // prefetch list (the order an earlier run first read files in).
     let rt = tokio::runtime::Builder::new_multi_thread()

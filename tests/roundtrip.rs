@@ -105,15 +105,7 @@ fn small_frames_and_levels_round_trip() {
 #[test]
 fn cat_ls_inspect_fetch_little() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).expect("mkdir");
-    make_fidelity_tree_opts(
-        &src,
-        FidelityOpts {
-            big_file: true,
-            many_files: false,
-        },
-    );
+    let src = fidelity_src(tmp.path(), "src", FidelityOpts::BIG);
     let store = store_arg(tmp.path());
     run_ok(
         lazysnap()

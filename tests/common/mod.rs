@@ -294,6 +294,19 @@ impl FidelityOpts {
         big_file: false,
         many_files: false,
     };
+    /// The 100 MiB file (many frames), without the 20k-entry directory.
+    pub const BIG: FidelityOpts = FidelityOpts {
+        big_file: true,
+        many_files: false,
+    };
+}
+
+/// Create `dir/name` and fill it with a fidelity tree; returns its path.
+pub fn fidelity_src(dir: &Path, name: &str, opts: FidelityOpts) -> PathBuf {
+    let src = dir.join(name);
+    fs::create_dir(&src).expect("mkdir fidelity source");
+    make_fidelity_tree_opts(&src, opts);
+    src
 }
 
 impl Default for FidelityOpts {
