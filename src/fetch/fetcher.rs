@@ -310,6 +310,11 @@ impl Fetcher {
                 start = k;
             }
         }
+        // One run (the common case for a small read): no extra task hop.
+        if runs.len() == 1 {
+            let run = runs.remove(0);
+            return self.fetch_run(layer, &l, run, prio).await;
+        }
         let mut tasks = Vec::new();
         for run in runs {
             let me = self.clone();
