@@ -174,6 +174,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List what a diff snapshot changes against its parent (A/M/D).
+    Diff {
+        /// Snapshot name (a diff).
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a snapshot's chain: itself and every parent down to the base.
     Log {
         /// Snapshot name.
@@ -462,6 +472,17 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                     human(n("disk_bytes"))
                 );
                 println!("errors:         {}", n("errors"));
+            }
+        }
+        Command::Diff { name, store, json } => {
+            let changes = cmd::inspect::diff(h, &open_store(&store)?, &name)?;
+            if json {
+                print_json(&changes)?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                for c in changes {
+                    let _ = writeln!(out, "{} {}", c.op, c.path);
+                }
             }
         }
         Command::Log { name, store, json } => {

@@ -107,6 +107,27 @@ fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar() {
         }
         let o = run_ok(cmd().args(["cat", &name, paths::ONE_BYTE, "--store", &store]));
         assert_eq!(o.stdout, format!("changed in round {round}").as_bytes());
+        if round == 1 {
+            let o = run_ok(cmd().args(["diff", &name, "--store", &store]));
+            let text = String::from_utf8_lossy(&o.stdout);
+            let lines: Vec<&str> = text.lines().collect();
+            for want in [
+                format!("M {}", paths::ONE_BYTE),
+                format!("M {}", paths::SPACES),
+                format!("D {}", paths::EMPTY),
+                "D deep/l1/l2".to_string(),
+                "M dir".to_string(),
+                "A text-renamed".to_string(),
+                "D text".to_string(),
+                format!("M {}", paths::LINK_REL),
+                format!("M {}", paths::XATTR_FILE),
+                "A new-dir-1/sub/file".to_string(),
+            ] {
+                assert!(lines.contains(&want.as_str()), "diff lacks {want:?}: {text}");
+            }
+            // Unchanged things, and dirs carried only as parents, are not listed.
+            assert!(!text.contains(paths::BIG) && !lines.contains(&"M deep"), "{text}");
+        }
         parent = name;
     }
     let o = run_ok(cmd().args(["log", "ws/3", "--store", &store, "--json"]));

@@ -269,7 +269,7 @@ impl DiffWalker<'_> {
 }
 
 /// Do a local entry and a lower entry have the same metadata?
-fn same_meta(e: &Entry, lower: &Entry) -> bool {
+pub(crate) fn same_meta(e: &Entry, lower: &Entry) -> bool {
     let kind = |k: Kind| if k == Kind::Hardlink { Kind::File } else { k };
     kind(e.kind) == kind(lower.kind)
         && e.mode == lower.mode

@@ -263,3 +263,57 @@ pub fn log(rt: &Handle, store: &Store, name: &str) -> Result<Vec<LogEntry>> {
         })
         .collect())
 }
+
+/// One change of a diff against its parent, as printed by `diff`.
+#[derive(Debug, Serialize)]
+pub struct Change {
+    /// `A` added, `M` modified (content or metadata), `D` deleted.
+    pub op: char,
+    /// Path in the tree.
+    pub path: String,
+    /// Entry type (of the new entry; of the deleted one for `D`).
+    pub kind: &'static str,
+}
+
+/// What diff snapshot `name` changes relative to its parent's view. Only
+/// indexes are read. Directories a diff carries only as the parents of
+/// changed entries are not listed.
+pub fn diff(rt: &Handle, store: &Store, name: &str) -> Result<Vec<Change>> {
+    let mut chain = rt.block_on(Chain::open(store, name))?;
+    let top = chain
+        .snapshots
+        .pop()
+        .ok_or_else(|| Error::not_found(format!("snapshot {name}")))?;
+    if chain.snapshots.is_empty() {
+        return Err(Error::Usage(format!(
+            "{name} is a full snapshot: it has no parent to compare with"
+        )));
+    }
+    let lower = chain.tree()?;
+    let mut out = Vec::new();
+    for e in top.index.entries.iter().filter(|e| !e.path.is_empty()) {
+        let before = lower
+            .resolve(&e.path)
+            .and_then(|ino| lower.node(ino))
+            .map(|n| lower.entry(n));
+        let (op, kind) = match (e.kind, before) {
+            (Kind::Whiteout, Some(b)) => ('D', b.kind),
+            (Kind::Whiteout, None) => continue,
+            (_, None) => ('A', e.kind),
+            (_, Some(b)) => {
+                let same = crate::cmd::create::same_meta(e, b) && e.digest == b.digest && !e.is_opaque();
+                if same {
+                    continue;
+                }
+                ('M', e.kind)
+            }
+        };
+        let kind = if kind == Kind::Hardlink { Kind::File } else { kind };
+        out.push(Change {
+            op,
+            path: path::display(&e.path),
+            kind: kind.name(),
+        });
+    }
+    Ok(out)
+}
