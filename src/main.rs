@@ -59,6 +59,9 @@ enum Command {
         /// size and mtime agree.
         #[arg(long, requires = "parent")]
         checksum: bool,
+        /// Print {"bytes_fetched":N,"requests":M} (store reads) on stderr at the end.
+        #[arg(long)]
+        stats: bool,
         #[command(flatten)]
         write: WriteArgs,
     },
@@ -173,6 +176,18 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a chain's merged view as one full snapshot.
+    Squash {
+        /// Snapshot name (usually a diff).
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Name of the new full snapshot.
+        #[arg(long = "name", id = "new_name")]
+        new: String,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// List what a diff snapshot changes against its parent (A/M/D).
     Diff {
@@ -295,13 +310,18 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             name,
             parent,
             checksum,
+            stats,
             write,
         } => {
             let st = open_store(&store)?;
-            let w = match parent {
-                Some(p) => cmd::create::create_diff(h, &st, &name, &dir, &p, checksum, writer_opts(&write)?)?,
-                None => cmd::create::create(h, &st, &name, &dir, writer_opts(&write)?)?,
+            let res = match parent {
+                Some(p) => cmd::create::create_diff(h, &st, &name, &dir, &p, checksum, writer_opts(&write)?),
+                None => cmd::create::create(h, &st, &name, &dir, writer_opts(&write)?),
             };
+            if stats {
+                eprintln!("{}", st.stats().json());
+            }
+            let w = res?;
             report_written(&name, &w, t0.elapsed().as_secs_f64());
         }
         Command::Import {
@@ -473,6 +493,15 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 );
                 println!("errors:         {}", n("errors"));
             }
+        }
+        Command::Squash {
+            name,
+            store,
+            new,
+            write,
+        } => {
+            let w = cmd::squash::squash(h, &open_store(&store)?, &name, &new, writer_opts(&write)?)?;
+            report_written(&new, &w, t0.elapsed().as_secs_f64());
         }
         Command::Diff { name, store, json } => {
             let changes = cmd::inspect::diff(h, &open_store(&store)?, &name)?;

@@ -169,14 +169,18 @@ fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar() {
     }
     assert_trees_equal(&src, &stock);
 
-    // Extracting a chain is refused clearly (not silently wrong).
-    let o = run_fail(
-        cmd()
-            .args(["extract", "ws/3"])
-            .arg(root.join("x"))
-            .args(["--store", &store]),
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("diff of ws/2"));
+    // Extract of a diff restores the whole chain's view.
+    let x = root.join("x");
+    run_ok(cmd().args(["extract", "ws/3"]).arg(&x).args(["--store", &store]));
+    assert_trees_equal(&src, &x);
+    // Squash gives one full snapshot of the same view.
+    run_ok(cmd().args(["squash", "ws/3", "--store", &store, "--name", "ws/flat"]));
+    run_ok(cmd().args(["verify", "ws/flat", "--store", &store]));
+    let o = run_ok(cmd().args(["inspect", "ws/flat", "--store", &store, "--json"]));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"parent\": null"));
+    let flat = root.join("flat");
+    run_ok(cmd().args(["extract", "ws/flat"]).arg(&flat).args(["--store", &store]));
+    assert_trees_equal(&src, &flat);
     // A parent that changed under its child is an error.
     std::fs::rename(root.join("store/ws/1.tar.zst"), root.join("store/ws/1.bak")).expect("mv");
     let o = run_fail(cmd().args(["ls", "ws/3", "--store", &store]));
@@ -193,4 +197,66 @@ fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar() {
     );
     let o = run_fail(cmd().args(["ls", "ws/3", "--store", &store]));
     assert!(String::from_utf8_lossy(&o.stderr).contains("index digest differs"));
+}
+
+#[test]
+fn a_thirty_deep_chain_mounts_and_squashes_to_the_same_tree() {
+    if !require_fuse() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let store = root.join("store").display().to_string();
+    let state = root.join("state");
+    let cmd = || {
+        let mut c = lazysnap();
+        c.env("LAZYSNAP_STATE_DIR", &state);
+        c
+    };
+    let src = fidelity_src(root, "work", FidelityOpts::FAST);
+    run_ok(cmd().arg("create").arg(&src).args(["--store", &store, "--name", "c/0"]));
+    for i in 1..=30u32 {
+        // Each step: one file changed, one added, one removed.
+        std::fs::write(src.join(format!("step-{i}")), format!("step {i}")).expect("write");
+        std::fs::write(src.join(paths::ONE_BYTE), format!("{i}")).expect("write");
+        if i > 1 {
+            std::fs::remove_file(src.join(format!("step-{}", i - 1))).expect("rm");
+        }
+        run_ok(cmd().arg("create").arg(&src).args([
+            "--store",
+            &store,
+            "--name",
+            &format!("c/{i}"),
+            "--parent",
+            &format!("c/{}", i - 1),
+        ]));
+    }
+    let mnt = root.join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    run_ok(
+        cmd()
+            .args(["mount", "c/30"])
+            .arg(&mnt)
+            .args(["--store", &store, "--read-only"]),
+    );
+    let res = compare_trees(&src, &mnt);
+    run_ok(cmd().arg("umount").arg(&mnt));
+    res.expect("30-deep chain view");
+
+    run_ok(cmd().args(["squash", "c/30", "--store", &store, "--name", "c/flat"]));
+    run_ok(
+        cmd()
+            .args(["mount", "c/flat"])
+            .arg(&mnt)
+            .args(["--store", &store, "--read-only"]),
+    );
+    let o = run_ok(cmd().arg("stats").arg(&mnt).arg("--json"));
+    let stats: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let res = compare_trees(&src, &mnt);
+    run_ok(cmd().arg("umount").arg(&mnt));
+    res.expect("squashed view");
+    assert!(
+        stats["requests"].as_u64().expect("requests") <= 2,
+        "squash mounts in <= 2 reads: {stats}"
+    );
 }

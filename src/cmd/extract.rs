@@ -22,9 +22,11 @@ use bytes::Bytes;
 use tokio::runtime::Handle;
 
 use crate::error::{Error, IoContext, Result};
+use crate::fetch::fetcher::{BlockingReader, FetchConfig, Fetcher};
 use crate::fetch::stream::{stream_frames, FrameData};
 use crate::format::{path, Entry, Index, Kind};
-use crate::snapshot::Snapshot;
+use crate::layer::Tree;
+use crate::snapshot::Chain;
 use crate::store::Store;
 use crate::{progress, sys};
 
@@ -38,23 +40,13 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
             what: dest.display().to_string(),
         });
     }
-    let snap = rt.block_on(Snapshot::open(store, name))?;
-    if let Some(parent) = &snap.index.parent {
-        return Err(Error::Unsupported {
-            what: format!("snapshot {name}"),
-            why: format!(
-                "it is a diff of {}: extracting a chain is not available yet (mount it instead)",
-                parent.name
-            ),
-        });
-    }
-    let index = snap.index.clone();
+    let chain = rt.block_on(Chain::open(store, name))?;
+    let tree = chain.tree()?;
     let root = sys::is_root();
     if !root {
-        if let Some(e) = index
-            .entries
-            .iter()
-            .find(|e| matches!(e.kind, Kind::Char | Kind::Block))
+        if let Some((_, e, _)) = tree
+            .names()
+            .find(|(_, e, _)| matches!(e.kind, Kind::Char | Kind::Block))
         {
             return Err(Error::refused(
                 path::display(&e.path),
@@ -72,20 +64,28 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
     let tmp = parent.join(format!(".{}.lazysnap-{}", base.to_string_lossy(), std::process::id()));
     std::fs::create_dir(&tmp).ctx(|| tmp.display().to_string())?;
     let _guard = rt.enter();
-    let rx = stream_frames(
-        store.clone(),
-        snap.key.clone(),
-        Arc::new(index.frames.clone()),
-        PARALLEL,
-        snap.name.clone(),
-    );
-    let pb = progress::bytes(Some(index.tar_size), "extract");
     let ex = Extractor { tmp: tmp.clone(), root };
-    let mut frames = Frames {
-        rx: crate::fetch::stream::StreamReader::new(rx).with_progress(pb.clone()),
-        buf: VecDeque::new(),
+    let snap = chain.top();
+    let index = snap.index.clone();
+    let pb = progress::bytes(Some(index.tar_size), "extract");
+    let done = if chain.snapshots.len() == 1 {
+        // A full snapshot: stream every frame in order, in parallel.
+        let rx = stream_frames(
+            store.clone(),
+            snap.key.clone(),
+            Arc::new(index.frames.clone()),
+            PARALLEL,
+            snap.name.clone(),
+        );
+        let mut frames = Frames {
+            rx: crate::fetch::stream::StreamReader::new(rx).with_progress(pb.clone()),
+            buf: VecDeque::new(),
+        };
+        ex.run(&index, &mut frames)
+    } else {
+        Fetcher::new(chain.layers(store), FetchConfig::default()).and_then(|f| ex.run_view(rt, &tree, &f, &pb))
     };
-    let res = ex.run(&index, &mut frames).and_then(|()| {
+    let res = done.and_then(|()| {
         sys::rename_noreplace(&tmp, dest).map_err(|e| {
             if e.raw_os_error() == Some(libc::EEXIST) || e.raw_os_error() == Some(libc::ENOTEMPTY) {
                 Error::Exists {
@@ -247,8 +247,17 @@ impl Extractor {
         if let Some(err) = failed.into_inner() {
             return Err(err);
         }
-        // 3. Everything else; hardlinks point at files written above.
-        for e in index.entries.iter() {
+        // 3 and 4.
+        let names: Vec<(&Entry, bool)> = index.entries.iter().map(|e| (e, e.kind == Kind::Hardlink)).collect();
+        self.finish_tree(&names)
+    }
+
+    /// Everything but file data, once the files exist: symlinks, hardlinks
+    /// (`true` = a name sharing an earlier file's inode), fifos, devices,
+    /// then directory metadata deepest first, so creating children cannot
+    /// disturb a parent's mtime and read-only dirs are already filled.
+    fn finish_tree(&self, names: &[(&Entry, bool)]) -> Result<()> {
+        for &(e, is_link) in names {
             let p = self.target(e);
             match e.kind {
                 Kind::Symlink => {
@@ -256,7 +265,7 @@ impl Extractor {
                         .ctx(|| p.display().to_string())?;
                     self.finish_meta(e, &p, false)?;
                 }
-                Kind::Hardlink => {
+                Kind::Hardlink if is_link => {
                     let t = self.tmp.join(std::ffi::OsStr::from_bytes(&e.link));
                     std::fs::hard_link(&t, &p).ctx(|| p.display().to_string())?;
                 }
@@ -273,16 +282,40 @@ impl Extractor {
                     sys::mknod(&p, t, e.mode, e.dev_major, e.dev_minor).ctx(|| p.display().to_string())?;
                     self.finish_meta(e, &p, true)?;
                 }
-                Kind::File | Kind::Dir | Kind::Whiteout => {}
+                Kind::File | Kind::Hardlink | Kind::Dir | Kind::Whiteout => {}
             }
         }
-        // 4. Directory metadata, deepest first, so child creation cannot
-        //    disturb a parent's mtime and read-only dirs are filled already.
-        for e in index.entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
+        for &(e, _) in names.iter().rev().filter(|(e, _)| e.kind == Kind::Dir) {
             let p = self.target(e);
             self.finish_meta(e, &p, true)?;
         }
         Ok(())
+    }
+
+    /// Restore a chain's merged view: directories, then every file's data
+    /// read through `fetcher` from the layer that holds it, then the rest.
+    fn run_view(&self, rt: &Handle, tree: &Tree, fetcher: &Arc<Fetcher>, pb: &indicatif::ProgressBar) -> Result<()> {
+        let names: Vec<(u32, &Entry, bool)> = tree.names().collect();
+        for (_, e, _) in names
+            .iter()
+            .filter(|(_, e, _)| e.kind == Kind::Dir && !e.path.is_empty())
+        {
+            let p = self.target(e);
+            std::fs::create_dir(&p).ctx(|| p.display().to_string())?;
+        }
+        for &(layer, e, is_link) in &names {
+            if !e.kind.has_data() || is_link {
+                continue;
+            }
+            let p = self.target(e);
+            let mut f = self.create_file(&p)?;
+            let mut r = BlockingReader::new(rt, fetcher, layer, e.offset..e.offset + e.size);
+            std::io::copy(&mut r, &mut f).map_err(|err| Error::Store(format!("{}: {err}", p.display())))?;
+            pb.inc(e.size);
+            self.finish_file(e, &p, &f)?;
+        }
+        let rest: Vec<(&Entry, bool)> = names.iter().map(|&(_, e, is_link)| (e, is_link)).collect();
+        self.finish_tree(&rest)
     }
 
     fn create_file(&self, p: &Path) -> Result<File> {

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod import;
 pub mod inspect;
 pub mod mount;
+pub mod squash;
 pub mod verify;
 
 use std::io::Write;

@@ -430,3 +430,45 @@ fn share_error(e: &Error) -> Error {
         other => Error::Store(other.to_string()),
     }
 }
+
+/// Bytes asked of the fetcher at a time by a [`BlockingReader`].
+const READER_CHUNK: u64 = 4 << 20;
+
+/// A byte range of one layer's tar stream as a blocking `Read`, served by a
+/// fetcher (for copying files out of a chain). Use outside the runtime.
+pub struct BlockingReader {
+    rt: tokio::runtime::Handle,
+    fetcher: Arc<Fetcher>,
+    layer: u32,
+    pos: u64,
+    end: u64,
+}
+
+impl BlockingReader {
+    /// Read `range` of `layer` through `fetcher`.
+    pub fn new(rt: &tokio::runtime::Handle, fetcher: &Arc<Fetcher>, layer: u32, range: Range<u64>) -> Self {
+        BlockingReader {
+            rt: rt.clone(),
+            fetcher: fetcher.clone(),
+            layer,
+            pos: range.start,
+            end: range.end,
+        }
+    }
+}
+
+impl std::io::Read for BlockingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.end || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = (self.end - self.pos).min(READER_CHUNK).min(buf.len() as u64);
+        let data = self
+            .rt
+            .block_on(self.fetcher.read(self.layer, self.pos..self.pos + n))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        buf[..data.len()].copy_from_slice(&data);
+        self.pos += data.len() as u64;
+        Ok(data.len())
+    }
+}

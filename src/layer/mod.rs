@@ -166,6 +166,18 @@ impl Tree {
         Some(ino)
     }
 
+    /// Every name of the view in order: (layer, entry, shares an earlier
+    /// name's inode). Hardlink names are listed where their entry sorts.
+    pub fn names(&self) -> impl Iterator<Item = (u32, &Entry, bool)> + '_ {
+        self.nodes.iter().map(|n| {
+            (
+                n.layer,
+                &self.layers[n.layer as usize].entries[n.entry as usize],
+                n.alias.is_some(),
+            )
+        })
+    }
+
     /// Every inode number that is not an alias.
     pub fn inodes(&self) -> impl Iterator<Item = u64> + '_ {
         self.nodes
