@@ -15,6 +15,7 @@ pub mod fuse;
 pub mod layer;
 pub mod mount;
 pub mod progress;
+pub mod save;
 pub mod snapshot;
 pub mod store;
 pub mod sys;

@@ -142,9 +142,13 @@ enum Command {
         mountpoint: PathBuf,
         #[command(flatten)]
         store: StoreArg,
-        /// Serve the snapshot read-only (required until writable overlays land).
-        #[arg(long)]
+        /// Serve the snapshot read-only (no overlay, no upper dir).
+        #[arg(long, conflicts_with = "upper")]
         read_only: bool,
+        /// Directory for the overlay's changes (`upper/`, `work/`); reuse it
+        /// to resume unsaved changes. Default: a dir in the state dir.
+        #[arg(long)]
+        upper: Option<PathBuf>,
         /// Disk cache of fetched frames, shared by mounts (content-addressed).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
@@ -163,6 +167,19 @@ enum Command {
         /// Stay in the foreground instead of daemonizing.
         #[arg(long)]
         foreground: bool,
+    },
+    /// Save a writable mount's changes as a diff snapshot of the mounted one.
+    Save {
+        /// Mount point (a writable lazysnap mount).
+        mountpoint: PathBuf,
+        /// Name of the new snapshot.
+        #[arg(long)]
+        name: String,
+        /// Store to write to (default: the mount's own store).
+        #[arg(long)]
+        store: Option<PathBuf>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Unmount a lazysnap mount (also cleans up after a killed daemon).
     Umount {
@@ -435,6 +452,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             mountpoint,
             store,
             read_only,
+            upper,
             cache_dir,
             cache_size,
             memory,
@@ -442,15 +460,19 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             no_prefetch,
             foreground,
         } => {
-            if !read_only {
-                return Err(Error::Usage(
-                    "writable mounts (overlay upper dir) are not available yet: pass --read-only".into(),
-                ));
-            }
             lazysnap::store::snapshot_key(&name)?;
             if !foreground {
                 let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-                return cmd::mount::spawn_daemon(&args, &mountpoint);
+                cmd::mount::spawn_daemon(&args, &mountpoint)?;
+                let abs = cmd::mount::absolute(&mountpoint)?;
+                if let Some(up) = cmd::mount::read_record(&abs)?.and_then(|r| r.upper) {
+                    println!(
+                        "mounted {name} at {} (writable; changes kept in {})",
+                        abs.display(),
+                        up.display()
+                    );
+                }
+                return Ok(());
             }
             let opts = MountOptions {
                 fetch: FetchConfig {
@@ -462,7 +484,27 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 prefetch: !no_prefetch,
                 ..MountOptions::default()
             };
-            cmd::mount::run_foreground(rt, &store.store.to_string_lossy(), &name, &mountpoint, opts)?;
+            let writable = (!read_only).then_some(upper);
+            cmd::mount::run_foreground(rt, &store.store.to_string_lossy(), &name, &mountpoint, opts, writable)?;
+        }
+        Command::Save {
+            mountpoint,
+            name,
+            store,
+            write,
+        } => {
+            let rec = cmd::mount::read_record(&cmd::mount::absolute(&mountpoint)?)?
+                .ok_or_else(|| Error::not_found(format!("{}: no lazysnap mount", mountpoint.display())))?;
+            let upper = rec.upper.clone().ok_or_else(|| {
+                Error::Usage(format!(
+                    "{}: a read-only mount has nothing to save",
+                    mountpoint.display()
+                ))
+            })?;
+            let uri = store.map_or(rec.store.clone(), |s| s.to_string_lossy().into_owned());
+            let st = Store::open(&uri)?;
+            let w = lazysnap::save::save(h, &st, &rec.name, &upper.join("upper"), &name, writer_opts(&write)?)?;
+            report_written(&name, &w, t0.elapsed().as_secs_f64());
         }
         Command::Umount { mountpoint } => {
             cmd::mount::umount(&mountpoint)?;

@@ -162,3 +162,20 @@ pub fn return_large_allocations() {
         libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }
+
+/// Mount kernel overlayfs at `target` with the given option string.
+pub fn mount_overlay(target: &Path, options: &str) -> io::Result<()> {
+    let t = cpath(target)?;
+    let opts = CString::new(options).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let fstype = c"overlay";
+    // SAFETY: all pointers are valid NUL-terminated strings.
+    check(unsafe { libc::mount(fstype.as_ptr(), t.as_ptr(), fstype.as_ptr(), 0, opts.as_ptr().cast()) })
+}
+
+/// Unmount `target` (lazily with `detach`).
+pub fn umount(target: &Path, detach: bool) -> io::Result<()> {
+    let t = cpath(target)?;
+    let flags = if detach { libc::MNT_DETACH } else { 0 };
+    // SAFETY: valid path.
+    check(unsafe { libc::umount2(t.as_ptr(), flags) })
+}

@@ -6,14 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
-
-fn sh(cmd: &str) {
-    let o = Command::new("bash").args(["-c", cmd]).output().expect("bash");
-    assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
-}
 
 /// Apply every kind of change a workspace sees.
 fn mutate(t: &Path, round: u32) {
@@ -143,29 +137,9 @@ fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar() {
     // Stock tools: base with tar, then each diff with OCI whiteout rules.
     let stock = root.join("stock");
     std::fs::create_dir(&stock).expect("mkdir");
-    let tar_x = "tar --xattrs --xattrs-include='*' --numeric-owner -xpf -";
-    sh(&format!(
-        "zstd -dc '{root}/store/ws/0.tar.zst' | {tar_x} -C '{}'",
-        stock.display(),
-        root = root.display()
-    ));
+    stock_extract_into(&root.join("store/ws/0.tar.zst"), &stock);
     for round in 1..=3 {
-        let snap = format!("{}/store/ws/{round}.tar.zst", root.display());
-        let s = stock.display();
-        // OCI rules: whiteouts delete, opaque markers empty their directory,
-        // a non-directory replaces a directory; then the layer is laid over.
-        sh(&format!(
-            "zstd -dc '{snap}' | tar -t | while IFS= read -r e; do b=$(basename \"$e\"); d=$(dirname \"$e\"); \
-             case \"$e\" in \
-               */) ;; \
-               */.wh..wh..opq|.wh..wh..opq) find '{s}'/\"$d\" -mindepth 1 -delete ;; \
-               .wh.*|*/.wh.*) rm -rf '{s}'/\"$d\"/\"${{b#.wh.}}\" ;; \
-               *) if [ -d '{s}'/\"$e\" ] && [ ! -L '{s}'/\"$e\" ]; then rm -rf '{s}'/\"$e\"; fi ;; \
-             esac; done"
-        ));
-        sh(&format!(
-            "zstd -dc '{snap}' | {tar_x} --overwrite --exclude='.wh.*' -C '{s}'"
-        ));
+        stock_apply_layer(&root.join(format!("store/ws/{round}.tar.zst")), &stock);
     }
     assert_trees_equal(&src, &stock);
 

@@ -113,12 +113,6 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-fn sh(cmd: &str) -> String {
-    let o = Command::new("bash").args(["-c", cmd]).output().expect("bash");
-    assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn mounted_tree_equals_source_for_every_fidelity_case() {
     if !require_fuse() {

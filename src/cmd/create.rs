@@ -74,7 +74,7 @@ pub fn entry_from_meta(p: &Path, rel: Vec<u8>, m: &Metadata) -> Result<Option<En
 
 /// A regular file as the writer needs it: a hardlink to an earlier name of
 /// the same inode (no data), or the entry with its file opened for reading.
-fn link_or_open(
+pub(crate) fn link_or_open(
     links: &mut HashMap<(u64, u64), Vec<u8>>,
     abs: &Path,
     rel: &[u8],
@@ -99,7 +99,7 @@ fn link_or_open(
 }
 
 /// The names in directory `abs`, sorted bytewise (tar and index order).
-fn sorted_names(abs: &Path) -> Result<Vec<std::ffi::OsString>> {
+pub(crate) fn sorted_names(abs: &Path) -> Result<Vec<std::ffi::OsString>> {
     let mut names = Vec::new();
     for ent in std::fs::read_dir(abs).ctx(|| abs.display().to_string())? {
         names.push(ent.ctx(|| abs.display().to_string())?.file_name());

@@ -22,6 +22,7 @@ use tokio::runtime::Runtime;
 use crate::error::{Error, IoContext, Result};
 use crate::mount::{fusermount, mount, MountOptions};
 use crate::store::Store;
+use crate::sys;
 
 /// What the state record of a mount holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,12 @@ pub struct MountRecord {
     pub socket: PathBuf,
     /// Log file of a background daemon.
     pub log: Option<PathBuf>,
+    /// Writable mounts: where the read-only FUSE lower is mounted.
+    #[serde(default)]
+    pub lower: Option<PathBuf>,
+    /// Writable mounts: the directory holding `upper/` and `work/`.
+    #[serde(default)]
+    pub upper: Option<PathBuf>,
 }
 
 /// The state directory: `$LAZYSNAP_STATE_DIR`, else `$XDG_STATE_HOME/lazysnap`,
@@ -227,7 +234,14 @@ fn report_ready(res: &Result<()>) {
 }
 
 /// Run a mount in the foreground until unmounted or signalled.
-pub fn run_foreground(rt: &Runtime, store_uri: &str, name: &str, mnt: &Path, opts: MountOptions) -> Result<()> {
+pub fn run_foreground(
+    rt: &Runtime,
+    store_uri: &str,
+    name: &str,
+    mnt: &Path,
+    opts: MountOptions,
+    writable: Option<Option<PathBuf>>,
+) -> Result<()> {
     if let Some(fd) = std::env::var("LAZYSNAP_READY_FD")
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
@@ -236,14 +250,21 @@ pub fn run_foreground(rt: &Runtime, store_uri: &str, name: &str, mnt: &Path, opt
         // SAFETY: fcntl on a descriptor number has no memory effects.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
-    let res = serve(rt, store_uri, name, mnt, opts);
+    let res = serve(rt, store_uri, name, mnt, opts, writable);
     if let Err(e) = &res {
         report_ready(&Err(Error::Daemon(e.to_string())));
     }
     res
 }
 
-fn serve(rt: &Runtime, store_uri: &str, name: &str, mnt: &Path, opts: MountOptions) -> Result<()> {
+fn serve(
+    rt: &Runtime,
+    store_uri: &str,
+    name: &str,
+    mnt: &Path,
+    opts: MountOptions,
+    writable: Option<Option<PathBuf>>,
+) -> Result<()> {
     let mnt = absolute(mnt)?;
     if let Some(r) = read_record(&mnt)? {
         if process_alive(r.pid) && is_mounted(&mnt) {
@@ -254,7 +275,29 @@ fn serve(rt: &Runtime, store_uri: &str, name: &str, mnt: &Path, opts: MountOptio
         remove_record(&mnt);
     }
     let store = Store::open(store_uri)?;
-    let handle = mount(rt.handle(), &store, name, &mnt, opts)?;
+    // A writable mount serves the snapshot at a private lower path and puts
+    // kernel overlayfs (upper + work dirs) on the mount point.
+    let layout = match writable {
+        Some(upper) => {
+            let private = mounts_dir().join(record_id(&mnt));
+            let lower = private.join("lower");
+            std::fs::create_dir_all(&lower).ctx(|| lower.display().to_string())?;
+            let upper = match upper {
+                Some(u) => std::path::absolute(&u).ctx(|| u.display().to_string())?,
+                None => private.join("changes"),
+            };
+            Some((lower, upper))
+        }
+        None => None,
+    };
+    let fuse_at = layout.as_ref().map_or(mnt.clone(), |(lower, _)| lower.clone());
+    let handle = mount(rt.handle(), &store, name, &fuse_at, opts)?;
+    if let Some((lower, upper)) = &layout {
+        if let Err(e) = overlay_mount(lower, upper, &mnt) {
+            let _ = handle.unmount();
+            return Err(e);
+        }
+    }
     std::fs::create_dir_all(mounts_dir()).ctx(|| mounts_dir().display().to_string())?;
     let socket = mounts_dir().join(format!("{}.sock", record_id(&mnt)));
     let _ = std::fs::remove_file(&socket);
@@ -269,6 +312,8 @@ fn serve(rt: &Runtime, store_uri: &str, name: &str, mnt: &Path, opts: MountOptio
         pid: std::process::id(),
         socket: socket.clone(),
         log: std::env::var_os("LAZYSNAP_DAEMON_LOG").map(PathBuf::from),
+        lower: layout.as_ref().map(|(l, _)| l.clone()),
+        upper: layout.as_ref().map(|(_, u)| u.clone()),
     };
     write_record(&record)?;
     tracing::info!("mounted {name} at {}", mnt.display());
@@ -301,10 +346,59 @@ fn serve(rt: &Runtime, store_uri: &str, name: &str, mnt: &Path, opts: MountOptio
         }
         Ok::<(), Error>(())
     })?;
+    if layout.is_some() && is_mounted(&mnt) {
+        // The overlay goes first; if it is busy, detach it so the daemon
+        // can still exit (the kernel finishes it when the last user leaves).
+        if let Err(e) = sys::umount(&mnt, false) {
+            tracing::warn!("{}: {e}; detaching", mnt.display());
+            let _ = sys::umount(&mnt, true);
+        }
+    }
     let res = handle.unmount();
     remove_record(&mnt);
     tracing::info!("unmounted {}", mnt.display());
     res
+}
+
+/// Mount overlayfs at `mnt`: `lower` read-only, changes in `upper/upper`
+/// (work dir `upper/work`). A new upper dir starts with the lower root's
+/// attributes, so the merged root looks like the snapshot's root.
+fn overlay_mount(lower: &Path, upper: &Path, mnt: &Path) -> Result<()> {
+    let (up, work) = (upper.join("upper"), upper.join("work"));
+    let fresh = !up.exists();
+    for d in [&up, &work] {
+        std::fs::create_dir_all(d).ctx(|| d.display().to_string())?;
+    }
+    if fresh {
+        let m = std::fs::metadata(lower).ctx(|| lower.display().to_string())?;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let _ = sys::lchown(&up, m.uid(), m.gid());
+        let _ = std::fs::set_permissions(&up, std::fs::Permissions::from_mode(m.mode() & 0o7777));
+        let _ = sys::set_times(&up, m.mtime(), m.mtime_nsec() as u32);
+    }
+    for p in [lower, &up, &work] {
+        if p.to_string_lossy().contains([',', ':', '\\']) {
+            return Err(Error::Usage(format!(
+                "{}: overlay paths may not contain ',', ':' or '\\'",
+                p.display()
+            )));
+        }
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        up.display(),
+        work.display()
+    );
+    sys::mount_overlay(mnt, &opts).map_err(|e| {
+        Error::io(
+            format!(
+                "{}: overlayfs mount failed (needs root and kernel overlayfs; --read-only works without)",
+                mnt.display()
+            ),
+            e,
+        )
+    })
 }
 
 /// What `stats` prints: the fetch counters at top level, plus the mount.
@@ -339,9 +433,21 @@ pub fn umount(mnt: &Path) -> Result<()> {
     if !mounted && record.is_none() {
         return Err(Error::not_found(format!("{}: not a lazysnap mount", mnt.display())));
     }
+    let daemon_alive = record.as_ref().is_some_and(|r| process_alive(r.pid));
+    let lower = record.as_ref().and_then(|r| r.lower.clone());
     if mounted {
-        let daemon_alive = record.as_ref().is_some_and(|r| process_alive(r.pid));
-        if !fusermount(&["-u"], &mnt)? && is_mounted(&mnt) {
+        if lower.is_some() {
+            // The overlay on top; never detach a busy one behind the user's back.
+            if let Err(e) = sys::umount(&mnt, false) {
+                if e.raw_os_error() == Some(libc::EBUSY) {
+                    return Err(Error::Store(format!(
+                        "{}: busy (files or directories open in it)",
+                        mnt.display()
+                    )));
+                }
+                return Err(Error::io(format!("unmounting {}", mnt.display()), e));
+            }
+        } else if !fusermount(&["-u"], &mnt)? && is_mounted(&mnt) {
             if daemon_alive {
                 return Err(Error::Store(format!(
                     "{}: busy (files or directories open in it)",
@@ -353,6 +459,11 @@ pub fn umount(mnt: &Path) -> Result<()> {
         }
         if is_mounted(&mnt) {
             return Err(Error::Store(format!("{}: still mounted", mnt.display())));
+        }
+    }
+    if let Some(lower) = &lower {
+        if is_mounted(lower) && !fusermount(&["-u"], lower)? {
+            fusermount(&["-u", "-z"], lower)?;
         }
     }
     if let Some(r) = record {

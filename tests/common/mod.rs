@@ -1015,3 +1015,41 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(n)
 }
+
+/// Run `cmd` with bash; panics with its stderr if it fails. Returns stdout.
+pub fn sh(cmd: &str) -> String {
+    let o = Command::new("bash").args(["-c", cmd]).output().expect("bash");
+    assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const STOCK_TAR_X: &str = "tar --xattrs --xattrs-include='*' --numeric-owner -xpf -";
+
+/// Restore snapshot object `snap` into the existing dir `dest` with stock
+/// tools only: `zstd -d | tar -x`.
+pub fn stock_extract_into(snap: &Path, dest: &Path) {
+    sh(&format!(
+        "zstd -dc '{}' | {STOCK_TAR_X} -C '{}'",
+        snap.display(),
+        dest.display()
+    ));
+}
+
+/// Apply diff snapshot object `snap` over `dest` with stock tools and the OCI
+/// layer rules: whiteouts delete, opaque markers empty their directory, a
+/// non-directory replaces a directory; then the layer is laid over.
+pub fn stock_apply_layer(snap: &Path, dest: &Path) {
+    let (snap, s) = (snap.display(), dest.display());
+    sh(&format!(
+        "zstd -dc '{snap}' | tar -t | while IFS= read -r e; do b=$(basename \"$e\"); d=$(dirname \"$e\"); \
+         case \"$e\" in \
+           */) ;; \
+           */.wh..wh..opq|.wh..wh..opq) find '{s}'/\"$d\" -mindepth 1 -delete ;; \
+           .wh.*|*/.wh.*) rm -rf '{s}'/\"$d\"/\"${{b#.wh.}}\" ;; \
+           *) if [ -d '{s}'/\"$e\" ] && [ ! -L '{s}'/\"$e\" ]; then rm -rf '{s}'/\"$e\"; fi ;; \
+         esac; done"
+    ));
+    sh(&format!(
+        "zstd -dc '{snap}' | {STOCK_TAR_X} --overwrite --exclude='.wh.*' -C '{s}'"
+    ));
+}
