@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Benchmarks on a realistic tree (a Next.js workspace, ~21k files, ~430 MB).
-#   ./scripts/bench.sh [format] [mount]     (sections; default: all)
+#   ./scripts/bench.sh [format] [mount] [save]   (sections; default: all)
 # Env: LAZYSNAP_BENCH_DIR (work dir, default /tmp/lazysnap-bench),
 #      LAZYSNAP_BENCH_TREE (use this tree instead of installing Next.js),
 #      RUNS (repetitions of each timing, default 3; the best is reported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
-sections="${*:-format mount}"
+sections="${*:-format mount save}"
 work="${LAZYSNAP_BENCH_DIR:-/tmp/lazysnap-bench}"
 runs="${RUNS:-3}"
 mkdir -p "$work"
@@ -164,6 +164,47 @@ section_mount() {
     echo "| store requests before ls works | $reqs | | |"
     echo "| daemon peak RSS after full read (MiB; budget 256) | $peak | | |"
     echo "| warm walk + full read | $(echo "$lw_walk + $lw_read" | bc) | $(echo "$sw_walk + $sw_read" | bc) | $(ratio "$(echo "$lw_walk + $lw_read" | bc)" "$(echo "$sw_walk + $sw_read" | bc)") |"
+}
+
+section_save() {
+    local store="$work/store" mnt="$work/wmnt" t d f size
+    export LAZYSNAP_STATE_DIR="$work/state"
+    mkdir -p "$store" "$mnt"
+    [ -f "$store/bench/next.tar.zst" ] || "$bin" create "$tree" --store "$store" --name bench/next >/dev/null
+    for n in one hundred; do rm -f "$store/bench/save-$n.tar.zst"; done
+    rm -rf "$work/state/mounts"
+    echo "== save: writable mount of the tree, then saves"
+    "$bin" mount bench/next "$mnt" --store "$store" >/dev/null
+    f=$(cd "$mnt" && find node_modules -type f -size +9k -size -11k -print -quit)
+    echo "// changed" >> "$mnt/$f"
+    t=$(now); "$bin" save "$mnt" --name bench/save-one >/dev/null; d=$(since "$t")
+    size=$(stat -c %s "$store/bench/save-one.tar.zst")
+    echo
+    echo "| measure | value |"
+    echo "|---|---|"
+    echo "| save after changing one ~10 KB file ($f) | $d s, $size bytes (index included) |"
+    mkdir -p "$mnt/new-files"
+    (tar -C "$tree" -cf - node_modules || true) | head -c $((100 << 20)) | (cd "$mnt/new-files" && split -b 1M - part-)
+    t=$(now); "$bin" save "$mnt" --name bench/save-hundred >/dev/null; d=$(since "$t")
+    size=$(stat -c %s "$store/bench/save-hundred.tar.zst")
+    echo "| save of 100 MiB of new files | $d s ($(echo "100 / $d" | bc) MiB/s), $size bytes |"
+    "$bin" umount "$mnt"
+
+    # A 10-deep chain made by create --parent on a hardlinked copy of the tree.
+    local copy="$work/chain-tree" i parent=bench/next
+    rm -rf "$copy"; cp -al "$tree" "$copy"
+    for i in $(seq 1 10); do
+        rm -f "$store/bench/chain-$i.tar.zst"
+        echo "step $i" > "$copy/chain-step-$i"
+        "$bin" create "$copy" --store "$store" --name "bench/chain-$i" --parent "$parent" >/dev/null
+        parent="bench/chain-$i"
+    done
+    t=$(now); "$bin" mount bench/chain-10 "$mnt" --store "$store" --read-only; ls "$mnt" > /dev/null; d=$(since "$t")
+    local reqs
+    reqs=$("$bin" stats "$mnt" --json | sed -n 's/.*"requests": \([0-9]*\).*/\1/p')
+    "$bin" umount "$mnt"
+    echo "| mount of a 10-deep chain until ls works | $d s, $reqs store requests |"
+    rm -rf "$copy"
 }
 
 for s in $sections; do

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end, on the embedded local store:
 # build, snapshot a sample tree, inspect it, read one file fetching almost
-# nothing, verify, mount it lazily and show what a read fetched, and restore
-# it with lazysnap and with stock zstd + tar.
+# nothing, verify, mount it lazily, write to it, save a diff, show what was
+# fetched and saved, and restore with lazysnap and with stock zstd + tar.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,17 +53,27 @@ echo "== lazysnap verify"
 "$bin" verify demo/main --store "$store"
 
 if [ -e /dev/fuse ]; then
-    echo "== lazysnap mount (lazy, read-only): ready after reading only the tail"
+    echo "== lazysnap mount (lazy and writable): ready after reading only the tail"
     mkdir "$work/mnt"
-    "$bin" mount demo/main "$work/mnt" --store "$store" --read-only
+    "$bin" mount demo/main "$work/mnt" --store "$store"
     "$bin" stats "$work/mnt"
     echo "-- ls and one small file through the mount:"
     ls "$work/mnt"
     cat "$work/mnt/node_modules/left-pad/index.js"
     "$bin" stats "$work/mnt" --json | grep -E '"(bytes_fetched|requests|frames_fetched)"'
-    echo "-- reading everything:"
-    diff -r "$src" "$work/mnt" && echo "mounted tree matches the source"
-    "$bin" stats "$work/mnt"
+    echo "-- work in it: edit a file, add one, delete one"
+    echo "export const value1 = 'edited';" > "$work/mnt/src/module1.js"
+    echo "notes" > "$work/mnt/NOTES.md"
+    rm "$work/mnt/src/module2.js"
+    echo "== lazysnap save: only the changes become a diff snapshot"
+    "$bin" save "$work/mnt" --name demo/main-2
+    "$bin" diff demo/main-2 --store "$store"
+    "$bin" log demo/main-2 --store "$store"
+    ls -l "$store/demo/main-2.tar.zst"
+    "$bin" umount "$work/mnt"
+    echo "== mount the saved chain read-only and check it"
+    "$bin" mount demo/main-2 "$work/mnt" --store "$store" --read-only
+    grep -q edited "$work/mnt/src/module1.js" && [ ! -e "$work/mnt/src/module2.js" ] && echo "saved snapshot has the changes"
     "$bin" umount "$work/mnt"
 else
     echo "== (skipping the mount demo: /dev/fuse is not available here)"

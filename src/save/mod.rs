@@ -18,7 +18,7 @@ use tokio::runtime::Handle;
 
 use crate::cmd::create::{entry_from_meta, link_or_open, sorted_names};
 use crate::cmd::publish;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::format::writer::{SnapshotWriter, WriterOptions, Written};
 use crate::format::{path, Entry, Kind, Parent, FLAG_OPAQUE};
 use crate::progress;
@@ -82,8 +82,18 @@ fn walk<W: std::io::Write + Send + 'static>(
             Ok(())
         }
         Kind::File => {
+            let before = (meta.len(), meta.mtime(), meta.mtime_nsec());
             let (e, mut f) = link_or_open(links, abs, &rel, meta, e)?;
-            w.add(e, f.as_mut().map(|f| f as &mut dyn std::io::Read))
+            w.add(e, f.as_mut().map(|f| f as &mut dyn std::io::Read))?;
+            // Written while we read it: the snapshot would hold a mix.
+            let m = std::fs::symlink_metadata(abs).ctx(|| abs.display().to_string())?;
+            if (m.len(), m.mtime(), m.mtime_nsec()) != before {
+                return Err(Error::refused(
+                    path::display(&rel),
+                    "changed while it was being saved; nothing was published, save again",
+                ));
+            }
+            Ok(())
         }
         _ => w.add(e, None),
     }
