@@ -101,6 +101,22 @@ fn work(m: &Path) {
     std::os::unix::fs::symlink("somewhere/else", p(paths::LINK_REL)).expect("symlink");
     std::fs::hard_link(p("created.txt"), p("created-link.txt")).expect("hardlink");
     set_xattr(&p(paths::XATTR_FILE), "user.saved", b"yes").expect("xattr");
+    // A directory deleted and made again: opaque in the upper dir.
+    std::fs::remove_dir_all(p("names")).expect("rm names");
+    std::fs::create_dir(p("names")).expect("mkdir names");
+    std::fs::write(p("names/only-this"), b"lower names are hidden").expect("write");
+    // Rewritten with the same bytes and its mtime put back: overlay copies
+    // it up, but nothing about it changed.
+    let same = p(paths::ZERO_RUNS);
+    let before = std::fs::symlink_metadata(&same).expect("stat");
+    let bytes = std::fs::read(&same).expect("read");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&same)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .expect("rewrite");
+    use std::os::unix::fs::MetadataExt;
+    set_mtime(&same, before.mtime(), before.mtime_nsec() as u32).expect("restore mtime");
 }
 
 #[test]
@@ -126,6 +142,13 @@ fn saved_snapshot_equals_the_live_view_and_applies_with_stock_tar() {
     assert!(size < 1 << 20, "diff is {size} bytes");
     eprintln!("save: {size} bytes in {took:?}");
     run_ok(ws.cmd().args(["verify", "w/s1", "--store", &ws.store()]));
+    let o = run_ok(ws.cmd().args(["diff", "w/s1", "--store", &ws.store()]));
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !listing.contains(paths::ZERO_RUNS),
+        "an unchanged copy-up was saved: {listing}"
+    );
+    assert!(listing.contains(&format!("M {}", paths::ONE_BYTE)), "{listing}");
 
     let copy = ws.mount("w/s1", "copy", &["--read-only"]);
     assert_trees_equal(&live, &copy);

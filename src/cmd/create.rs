@@ -289,7 +289,7 @@ pub(crate) fn same_meta(e: &Entry, lower: &Entry) -> bool {
 }
 
 /// Content digest of a local file.
-fn digest_of(p: &Path) -> Result<crate::format::Digest> {
+pub(crate) fn digest_of(p: &Path) -> Result<crate::format::Digest> {
     let mut f = File::open(p).ctx(|| p.display().to_string())?;
     let mut h = blake3::Hasher::new();
     std::io::copy(&mut f, &mut h).ctx(|| p.display().to_string())?;

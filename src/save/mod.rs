@@ -6,7 +6,10 @@
 //! Those become, in the diff, entries, `.wh.NAME` whiteouts and opaque
 //! directories (`.wh..wh..opq`), OCI-style. Lower data is never read: the
 //! upper dir is walked directly (not through the overlay), and the diff
-//! names its parent by name and index digest. Overlay's own bookkeeping
+//! names its parent by name and index digest. A copy-up that changed
+//! nothing (same metadata, same content digest) is left out entirely; one
+//! whose metadata changed carries its data again, because an OCI layer
+//! entry for a regular file always includes its content. Overlay's own bookkeeping
 //! xattrs (`trusted.overlay.*`) are not saved.
 
 use std::fs::Metadata;
@@ -16,13 +19,14 @@ use std::path::Path;
 
 use tokio::runtime::Handle;
 
-use crate::cmd::create::{entry_from_meta, link_or_open, sorted_names};
+use crate::cmd::create::{digest_of, entry_from_meta, link_or_open, same_meta, sorted_names};
 use crate::cmd::publish;
 use crate::error::{Error, IoContext, Result};
 use crate::format::writer::{SnapshotWriter, WriterOptions, Written};
 use crate::format::{path, Entry, Kind, Parent, FLAG_OPAQUE};
+use crate::layer::Tree;
 use crate::progress;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Chain, Snapshot};
 use crate::store::Store;
 
 const OVERLAY_XATTRS: &[u8] = b"trusted.overlay.";
@@ -44,15 +48,58 @@ pub fn save(
         index_digest: base.index_digest(),
     });
     let meta = std::fs::symlink_metadata(upper).ctx(|| upper.display().to_string())?;
+    // The mounted view, to recognise copy-ups that changed nothing.
+    let lower = rt.block_on(Chain::open(store, parent))?.tree()?;
     publish(rt, store, new, opts, progress::bytes(None, "save"), |w| {
-        let mut links = std::collections::HashMap::new();
-        walk(w, &mut links, upper, Vec::new(), &meta)
+        let mut walker = Walker {
+            lower: &lower,
+            links: std::collections::HashMap::new(),
+        };
+        walker.walk(w, upper, Vec::new(), &meta)
     })
 }
 
-fn walk<W: std::io::Write + Send + 'static>(
+struct Walker<'a> {
+    lower: &'a Tree,
+    links: std::collections::HashMap<(u64, u64), Vec<u8>>,
+}
+
+impl Walker<'_> {
+    /// Is this upper file a copy-up identical to its lower version (same
+    /// metadata and content)? Then the diff need not carry it at all.
+    /// Only the local copy is hashed; lower data is never read.
+    fn unchanged_copy_up(&self, abs: &Path, e: &Entry, meta: &Metadata) -> Result<bool> {
+        if meta.nlink() > 1 {
+            return Ok(false);
+        }
+        let Some(low) = self
+            .lower
+            .resolve(&e.path)
+            .and_then(|i| self.lower.node(i))
+            .map(|n| self.lower.entry(n))
+        else {
+            return Ok(false);
+        };
+        if !same_meta(e, low) {
+            return Ok(false);
+        }
+        Ok(digest_of(abs)? == low.digest)
+    }
+
+    fn walk<W: std::io::Write + Send + 'static>(
+        &mut self,
+        w: &mut SnapshotWriter<W>,
+        abs: &Path,
+        rel: Vec<u8>,
+        meta: &Metadata,
+    ) -> Result<()> {
+        walk_one(self, w, abs, rel, meta)
+    }
+}
+
+fn walk_one<W: std::io::Write + Send + 'static>(
+    walker: &mut Walker<'_>,
     w: &mut SnapshotWriter<W>,
-    links: &mut std::collections::HashMap<(u64, u64), Vec<u8>>,
     abs: &Path,
     rel: Vec<u8>,
     meta: &Metadata,
@@ -77,13 +124,16 @@ fn walk<W: std::io::Write + Send + 'static>(
             for n in sorted_names(abs)? {
                 let child = abs.join(&n);
                 let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
-                walk(w, links, &child, path::join(&rel, n.as_bytes()), &m)?;
+                walker.walk(w, &child, path::join(&rel, n.as_bytes()), &m)?;
             }
             Ok(())
         }
         Kind::File => {
+            if walker.unchanged_copy_up(abs, &e, meta)? {
+                return Ok(());
+            }
             let before = (meta.len(), meta.mtime(), meta.mtime_nsec());
-            let (e, mut f) = link_or_open(links, abs, &rel, meta, e)?;
+            let (e, mut f) = link_or_open(&mut walker.links, abs, &rel, meta, e)?;
             w.add(e, f.as_mut().map(|f| f as &mut dyn std::io::Read))?;
             // Written while we read it: the snapshot would hold a mix.
             let m = std::fs::symlink_metadata(abs).ctx(|| abs.display().to_string())?;
