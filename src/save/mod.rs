@@ -93,58 +93,48 @@ impl Walker<'_> {
         rel: Vec<u8>,
         meta: &Metadata,
     ) -> Result<()> {
-        walk_one(self, w, abs, rel, meta)
-    }
-}
-
-fn walk_one<W: std::io::Write + Send + 'static>(
-    walker: &mut Walker<'_>,
-    w: &mut SnapshotWriter<W>,
-    abs: &Path,
-    rel: Vec<u8>,
-    meta: &Metadata,
-) -> Result<()> {
-    if meta.file_type().is_char_device() && meta.rdev() == 0 {
-        let mut wh = Entry::new(rel, Kind::Whiteout);
-        wh.mtime = meta.mtime();
-        wh.mtime_nsec = meta.mtime_nsec() as u32;
-        return w.add(wh, None);
-    }
-    let Some(mut e) = entry_from_meta(abs, rel.clone(), meta)? else {
-        return Ok(());
-    };
-    let opaque = e.xattrs.iter().any(|(k, v)| k == OPAQUE_XATTR && v == b"y");
-    e.xattrs.retain(|(k, _)| !k.starts_with(OVERLAY_XATTRS));
-    match e.kind {
-        Kind::Dir => {
-            if opaque && !rel.is_empty() {
-                e.flags = FLAG_OPAQUE;
-            }
-            w.add(e, None)?;
-            for n in sorted_names(abs)? {
-                let child = abs.join(&n);
-                let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
-                walker.walk(w, &child, path::join(&rel, n.as_bytes()), &m)?;
-            }
-            Ok(())
+        if meta.file_type().is_char_device() && meta.rdev() == 0 {
+            let mut wh = Entry::new(rel, Kind::Whiteout);
+            wh.mtime = meta.mtime();
+            wh.mtime_nsec = meta.mtime_nsec() as u32;
+            return w.add(wh, None);
         }
-        Kind::File => {
-            if walker.unchanged_copy_up(abs, &e, meta)? {
-                return Ok(());
+        let Some(mut e) = entry_from_meta(abs, rel.clone(), meta)? else {
+            return Ok(());
+        };
+        let opaque = e.xattrs.iter().any(|(k, v)| k == OPAQUE_XATTR && v == b"y");
+        e.xattrs.retain(|(k, _)| !k.starts_with(OVERLAY_XATTRS));
+        match e.kind {
+            Kind::Dir => {
+                if opaque && !rel.is_empty() {
+                    e.flags = FLAG_OPAQUE;
+                }
+                w.add(e, None)?;
+                for n in sorted_names(abs)? {
+                    let child = abs.join(&n);
+                    let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
+                    self.walk(w, &child, path::join(&rel, n.as_bytes()), &m)?;
+                }
+                Ok(())
             }
-            let before = (meta.len(), meta.mtime(), meta.mtime_nsec());
-            let (e, mut f) = link_or_open(&mut walker.links, abs, &rel, meta, e)?;
-            w.add(e, f.as_mut().map(|f| f as &mut dyn std::io::Read))?;
-            // Written while we read it: the snapshot would hold a mix.
-            let m = std::fs::symlink_metadata(abs).ctx(|| abs.display().to_string())?;
-            if (m.len(), m.mtime(), m.mtime_nsec()) != before {
-                return Err(Error::refused(
-                    path::display(&rel),
-                    "changed while it was being saved; nothing was published, save again",
-                ));
+            Kind::File => {
+                if self.unchanged_copy_up(abs, &e, meta)? {
+                    return Ok(());
+                }
+                let before = (meta.len(), meta.mtime(), meta.mtime_nsec());
+                let (e, mut f) = link_or_open(&mut self.links, abs, &rel, meta, e)?;
+                w.add(e, f.as_mut().map(|f| f as &mut dyn std::io::Read))?;
+                // Written while we read it: the snapshot would hold a mix.
+                let m = std::fs::symlink_metadata(abs).ctx(|| abs.display().to_string())?;
+                if (m.len(), m.mtime(), m.mtime_nsec()) != before {
+                    return Err(Error::refused(
+                        path::display(&rel),
+                        "changed while it was being saved; nothing was published, save again",
+                    ));
+                }
+                Ok(())
             }
-            Ok(())
+            _ => w.add(e, None),
         }
-        _ => w.add(e, None),
     }
 }
