@@ -334,9 +334,9 @@ fn attr_of(ino: u64, e: &Entry, nlink: u32) -> Attr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::fetcher::{FetchConfig, Layer};
+    use crate::fetch::fetcher::FetchConfig;
     use crate::format::writer::{SnapshotWriter, WriterOptions};
-    use crate::snapshot::Snapshot;
+    use crate::snapshot::Chain;
     use crate::store::Store;
 
     fn entry(p: &str, kind: Kind, mode: u32) -> Entry {
@@ -376,15 +376,9 @@ mod tests {
             },
         )
         .expect("write");
-        let snap = rt.block_on(Snapshot::open(&store, "t")).expect("open");
-        let layer = Layer {
-            store: store.clone(),
-            key: snap.key.clone(),
-            name: "t".into(),
-            frames: Arc::new(snap.index.frames.clone()),
-        };
-        let fetcher = Fetcher::new(vec![layer], FetchConfig::default()).expect("fetcher");
-        let tree = Tree::single(snap.index.clone()).expect("tree");
+        let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
+        let fetcher = Fetcher::new(chain.layers(&store), FetchConfig::default()).expect("fetcher");
+        let tree = chain.tree().expect("tree");
         Fs::new(tree, fetcher, Duration::from_secs(5), 1 << 20)
     }
 

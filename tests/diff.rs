@@ -48,16 +48,11 @@ fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar() {
     if !require_fuse() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let root = tmp.path();
-    let store = root.join("store").display().to_string();
-    let state = root.join("state");
+    let env = Env::new();
+    let root = env.tmp.path();
+    let store = env.store();
     let src = fidelity_src(root, "work", FidelityOpts::BIG);
-    let cmd = || {
-        let mut c = lazysnap();
-        c.env("LAZYSNAP_STATE_DIR", &state);
-        c
-    };
+    let cmd = || env.cmd();
     run_ok(
         cmd()
             .arg("create")
@@ -178,15 +173,10 @@ fn a_thirty_deep_chain_mounts_and_squashes_to_the_same_tree() {
     if !require_fuse() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let root = tmp.path();
-    let store = root.join("store").display().to_string();
-    let state = root.join("state");
-    let cmd = || {
-        let mut c = lazysnap();
-        c.env("LAZYSNAP_STATE_DIR", &state);
-        c
-    };
+    let env = Env::new();
+    let root = env.tmp.path();
+    let store = env.store();
+    let cmd = || env.cmd();
     let src = fidelity_src(root, "work", FidelityOpts::FAST);
     run_ok(cmd().arg("create").arg(&src).args(["--store", &store, "--name", "c/0"]));
     for i in 1..=30u32 {

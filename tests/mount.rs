@@ -7,7 +7,6 @@ mod common;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,74 +18,6 @@ use lazysnap::snapshot::Snapshot;
 use lazysnap::store::faulty::{Faults, FaultyStore};
 use lazysnap::store::local::LocalStore;
 use lazysnap::store::{RetryPolicy, Store};
-
-/// A temp dir with a store, a state dir and a mount point; unmounts on drop.
-struct Env {
-    tmp: tempfile::TempDir,
-    mounts: Vec<PathBuf>,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            tmp: tempfile::tempdir().expect("tempdir"),
-            mounts: Vec::new(),
-        }
-    }
-    fn p(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-    fn store(&self) -> String {
-        self.p("store").display().to_string()
-    }
-    fn cmd(&self) -> Command {
-        let mut c = lazysnap();
-        c.env("LAZYSNAP_STATE_DIR", self.p("state"));
-        c
-    }
-    fn create(&self, src: &Path, name: &str) {
-        run_ok(
-            self.cmd()
-                .arg("create")
-                .arg(src)
-                .args(["--store", &self.store(), "--name", name]),
-        );
-    }
-    fn mount(&mut self, name: &str, mnt: &str, extra: &[&str]) -> PathBuf {
-        let m = self.p(mnt);
-        std::fs::create_dir_all(&m).expect("mkdir mnt");
-        let t0 = Instant::now();
-        run_ok(
-            self.cmd()
-                .args(["mount", name])
-                .arg(&m)
-                .args(["--store", &self.store(), "--read-only"])
-                .args(extra),
-        );
-        assert!(t0.elapsed() < Duration::from_secs(10), "mount took {:?}", t0.elapsed());
-        self.mounts.push(m.clone());
-        m
-    }
-    fn umount(&mut self, m: &Path) {
-        run_ok(self.cmd().arg("umount").arg(m));
-        self.mounts.retain(|x| x != m);
-    }
-    fn stats(&self, m: &Path) -> serde_json::Value {
-        let o = run_ok(self.cmd().arg("stats").arg(m).arg("--json"));
-        serde_json::from_slice(&o.stdout).expect("stats json")
-    }
-    fn pid(&self, m: &Path) -> i32 {
-        self.stats(m)["mount"]["pid"].as_i64().expect("pid") as i32
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for m in self.mounts.clone() {
-            let _ = self.cmd().arg("umount").arg(&m).output();
-        }
-    }
-}
 
 fn mounted(m: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
@@ -123,7 +54,7 @@ fn mounted_tree_equals_source_for_every_fidelity_case() {
     std::fs::create_dir(&src).expect("mkdir");
     make_fidelity_tree(&src);
     env.create(&src, "fid");
-    let m = env.mount("fid", "mnt", &[]);
+    let m = env.mount_ro("fid", "mnt", &[]);
 
     // Ready after at most two store reads, before any file is read.
     let s = env.stats(&m);
@@ -202,7 +133,7 @@ fn one_small_file_fetches_little_and_sixteen_readers_agree() {
         },
     );
     env.create(&src, "many");
-    let m = env.mount("many", "mnt", &[]);
+    let m = env.mount_ro("many", "mnt", &[]);
     let one = std::fs::read(m.join("many/f12345")).expect("read");
     assert_eq!(one, b"f12345");
     let s = env.stats(&m);
@@ -413,7 +344,7 @@ fn corrupted_snapshot_file_gives_eio_for_that_frame_only() {
     bytes[(f.c_off + f.c_len / 2) as usize] ^= 0x10;
     std::fs::write(&obj, bytes).expect("write");
 
-    let m = env.mount("c", "mnt", &[]);
+    let m = env.mount_ro("c", "mnt", &[]);
     let (errno, took) = read_err(&m.join(paths::BIG));
     assert_eq!(errno, Some(libc::EIO));
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -442,7 +373,7 @@ fn memory_stays_in_budget_reading_a_multi_gb_file() {
     sh(&format!("head -c {size} /dev/urandom > '{}/random.bin'", src.display()));
     env.create(&src, "big");
     std::fs::remove_file(src.join("random.bin")).expect("rm");
-    let m = env.mount("big", "mnt", &["--memory", "64MiB"]);
+    let m = env.mount_ro("big", "mnt", &["--memory", "64MiB"]);
     let pid = env.pid(&m);
     let mut f = std::fs::File::open(m.join("random.bin")).expect("open");
     let mut buf = vec![0u8; 1 << 20];
@@ -478,13 +409,13 @@ fn remount_with_disk_cache_fetches_no_frames() {
     let src = fidelity_src(env.tmp.path(), "src", FidelityOpts::BIG);
     env.create(&src, "d");
     let cache = env.p("cache").display().to_string();
-    let m = env.mount("d", "mnt", &["--cache-dir", &cache]);
+    let m = env.mount_ro("d", "mnt", &["--cache-dir", &cache]);
     sh(&format!("tar -C '{}' -cf - . | cat > /dev/null", m.display()));
     let first = env.stats(&m);
     assert!(first["frames_fetched"].as_u64().expect("frames") > 0);
     env.umount(&m);
     // Give the cache writer a moment to finish (it runs after replies).
-    let m = env.mount("d", "mnt2", &["--cache-dir", &cache]);
+    let m = env.mount_ro("d", "mnt2", &["--cache-dir", &cache]);
     sh(&format!("tar -C '{}' -cf - . | cat > /dev/null", m.display()));
     assert_trees_equal(&src, &m);
     let second = env.stats(&m);
@@ -507,13 +438,13 @@ fn no_stale_mounts_after_umount_sigterm_or_sigkill() {
     make_fidelity_tree_opts(&src, FidelityOpts::FAST);
     env.create(&src, "s");
 
-    let m = env.mount("s", "a", &[]);
+    let m = env.mount_ro("s", "a", &[]);
     assert!(mounted(&m));
     env.umount(&m);
     assert!(!mounted(&m));
 
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL] {
-        let m = env.mount("s", "b", &[]);
+        let m = env.mount_ro("s", "b", &[]);
         let pid = env.pid(&m);
         assert!(std::fs::read_dir(&m).expect("ls").count() > 0);
         // SAFETY: signalling our own child daemon.
@@ -537,7 +468,7 @@ fn no_stale_mounts_after_umount_sigterm_or_sigkill() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a lazysnap mount"));
 
     // A busy mount is not detached behind the user's back.
-    let m = env.mount("s", "c", &[]);
+    let m = env.mount_ro("s", "c", &[]);
     let f = std::fs::File::open(m.join(paths::ONE_BYTE)).expect("open");
     let o = run_fail(env.cmd().arg("umount").arg(&m));
     assert!(String::from_utf8_lossy(&o.stderr).contains("busy"));

@@ -6,63 +6,9 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-struct Ws {
-    tmp: tempfile::TempDir,
-    mounts: Vec<PathBuf>,
-}
-
-impl Ws {
-    fn new() -> Ws {
-        Ws {
-            tmp: tempfile::tempdir().expect("tempdir"),
-            mounts: Vec::new(),
-        }
-    }
-    fn p(&self, s: &str) -> PathBuf {
-        self.tmp.path().join(s)
-    }
-    fn store(&self) -> String {
-        self.p("store").display().to_string()
-    }
-    fn cmd(&self) -> Command {
-        let mut c = lazysnap();
-        c.env("LAZYSNAP_STATE_DIR", self.p("state"));
-        c
-    }
-    fn mount(&mut self, name: &str, at: &str, extra: &[&str]) -> PathBuf {
-        let m = self.p(at);
-        std::fs::create_dir_all(&m).expect("mkdir");
-        run_ok(
-            self.cmd()
-                .args(["mount", name])
-                .arg(&m)
-                .args(["--store", &self.store()])
-                .args(extra),
-        );
-        self.mounts.push(m.clone());
-        m
-    }
-    fn umount(&mut self, m: &Path) {
-        run_ok(self.cmd().arg("umount").arg(m));
-        self.mounts.retain(|x| x != m);
-    }
-    fn save(&self, m: &Path, name: &str) -> std::process::Output {
-        run_ok(self.cmd().arg("save").arg(m).args(["--name", name]))
-    }
-}
-
-impl Drop for Ws {
-    fn drop(&mut self) {
-        for m in self.mounts.clone() {
-            let _ = self.cmd().arg("umount").arg(&m).output();
-        }
-    }
-}
 
 /// Every change the issue lists, made through the live mount.
 fn work(m: &Path) {
@@ -124,7 +70,7 @@ fn saved_snapshot_equals_the_live_view_and_applies_with_stock_tar() {
     if !require_fuse() {
         return;
     }
-    let mut ws = Ws::new();
+    let mut ws = Env::new();
     let src = fidelity_src(ws.tmp.path(), "src", FidelityOpts::BIG);
     run_ok(
         ws.cmd()
@@ -150,7 +96,7 @@ fn saved_snapshot_equals_the_live_view_and_applies_with_stock_tar() {
     );
     assert!(listing.contains(&format!("M {}", paths::ONE_BYTE)), "{listing}");
 
-    let copy = ws.mount("w/s1", "copy", &["--read-only"]);
+    let copy = ws.mount_ro("w/s1", "copy", &[]);
     assert_trees_equal(&live, &copy);
     ws.umount(&copy);
 
@@ -167,7 +113,7 @@ fn saved_snapshot_equals_the_live_view_and_applies_with_stock_tar() {
     let o = run_ok(ws.cmd().args(["log", "w/s2", "--store", &ws.store(), "--json"]));
     let log: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(log[1]["name"], "w/base");
-    let copy = ws.mount("w/s2", "copy2", &["--read-only"]);
+    let copy = ws.mount_ro("w/s2", "copy2", &[]);
     assert_trees_equal(&live, &copy);
     ws.umount(&copy);
 
@@ -191,7 +137,7 @@ fn killed_or_racing_saves_publish_nothing_half_written() {
     if !require_fuse() {
         return;
     }
-    let mut ws = Ws::new();
+    let mut ws = Env::new();
     let src = fidelity_src(ws.tmp.path(), "src", FidelityOpts::FAST);
     run_ok(
         ws.cmd()

@@ -190,14 +190,7 @@ impl Extractor {
 
     fn run(&self, index: &Index, frames: &mut Frames) -> Result<()> {
         // 1. Directories, parents first (index order), private until the end.
-        for e in index
-            .entries
-            .iter()
-            .filter(|e| e.kind == Kind::Dir && !e.path.is_empty())
-        {
-            let p = self.target(e);
-            std::fs::create_dir(&p).ctx(|| p.display().to_string())?;
-        }
+        self.make_dirs(index.entries.iter())?;
         // 2. File data, in tar-stream order; small files are written by a
         //    pool of threads, large ones streamed here.
         let mut files: Vec<usize> = (0..index.entries.len())
@@ -252,6 +245,16 @@ impl Extractor {
         self.finish_tree(&names)
     }
 
+    /// Create the directories among `entries` (given parents first), still
+    /// private: their modes and times are set last.
+    fn make_dirs<'e>(&self, entries: impl Iterator<Item = &'e Entry>) -> Result<()> {
+        for e in entries.filter(|e| e.kind == Kind::Dir && !e.path.is_empty()) {
+            let p = self.target(e);
+            std::fs::create_dir(&p).ctx(|| p.display().to_string())?;
+        }
+        Ok(())
+    }
+
     /// Everything but file data, once the files exist: symlinks, hardlinks
     /// (`true` = a name sharing an earlier file's inode), fifos, devices,
     /// then directory metadata deepest first, so creating children cannot
@@ -296,13 +299,7 @@ impl Extractor {
     /// read through `fetcher` from the layer that holds it, then the rest.
     fn run_view(&self, rt: &Handle, tree: &Tree, fetcher: &Arc<Fetcher>, pb: &indicatif::ProgressBar) -> Result<()> {
         let names: Vec<(u32, &Entry, bool)> = tree.names().collect();
-        for (_, e, _) in names
-            .iter()
-            .filter(|(_, e, _)| e.kind == Kind::Dir && !e.path.is_empty())
-        {
-            let p = self.target(e);
-            std::fs::create_dir(&p).ctx(|| p.display().to_string())?;
-        }
+        self.make_dirs(names.iter().map(|&(_, e, _)| e))?;
         for &(layer, e, is_link) in &names {
             if !e.kind.has_data() || is_link {
                 continue;

@@ -40,12 +40,6 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// The view of one snapshot.
-    pub fn single(index: Arc<Index>) -> Result<Tree> {
-        let view = (0..index.entries.len() as u32).map(|i| (0u32, i)).collect();
-        Tree::build(vec![index], view)
-    }
-
     /// Build from a view: (layer, entry) pairs sorted by path, root first.
     pub fn build(layers: Vec<Arc<Index>>, view: Vec<(u32, u32)>) -> Result<Tree> {
         let bad = |why: String| Error::corrupt("view", why);

@@ -26,7 +26,7 @@ use crate::format::writer::{SnapshotWriter, WriterOptions, Written};
 use crate::format::{path, Entry, Kind, Parent, FLAG_OPAQUE};
 use crate::layer::Tree;
 use crate::progress;
-use crate::snapshot::{Chain, Snapshot};
+use crate::snapshot::Chain;
 use crate::store::Store;
 
 const OVERLAY_XATTRS: &[u8] = b"trusted.overlay.";
@@ -42,14 +42,15 @@ pub fn save(
     new: &str,
     mut opts: WriterOptions,
 ) -> Result<Written> {
-    let base = rt.block_on(Snapshot::open(store, parent))?;
+    // The mounted chain: its top is the parent; its view recognises
+    // copy-ups that changed nothing.
+    let chain = rt.block_on(Chain::open(store, parent))?;
     opts.parent = Some(Parent {
         name: parent.to_string(),
-        index_digest: base.index_digest(),
+        index_digest: chain.top().index_digest(),
     });
+    let lower = chain.tree()?;
     let meta = std::fs::symlink_metadata(upper).ctx(|| upper.display().to_string())?;
-    // The mounted view, to recognise copy-ups that changed nothing.
-    let lower = rt.block_on(Chain::open(store, parent))?.tree()?;
     publish(rt, store, new, opts, progress::bytes(None, "save"), |w| {
         let mut walker = Walker {
             lower: &lower,

@@ -1053,3 +1053,94 @@ pub fn stock_apply_layer(snap: &Path, dest: &Path) {
         "zstd -dc '{snap}' | {STOCK_TAR_X} --overwrite --exclude='.wh.*' -C '{s}'"
     ));
 }
+
+/// A temp dir holding a store, a state dir and mount points, driving the
+/// binary; every mount still present is unmounted on drop.
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub mounts: Vec<PathBuf>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            tmp: tempfile::tempdir().expect("tempdir"),
+            mounts: Vec::new(),
+        }
+    }
+    /// A path inside the temp dir.
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+    /// The store URI.
+    pub fn store(&self) -> String {
+        self.p("store").display().to_string()
+    }
+    /// The binary, with this env's state dir.
+    pub fn cmd(&self) -> Command {
+        let mut c = lazysnap();
+        c.env("LAZYSNAP_STATE_DIR", self.p("state"));
+        c
+    }
+    /// `create SRC --name NAME` into the store.
+    pub fn create(&self, src: &Path, name: &str) {
+        run_ok(
+            self.cmd()
+                .arg("create")
+                .arg(src)
+                .args(["--store", &self.store(), "--name", name]),
+        );
+    }
+    /// `mount NAME AT EXTRA...` (writable unless EXTRA says `--read-only`);
+    /// the command must return within 10 s.
+    pub fn mount(&mut self, name: &str, at: &str, extra: &[&str]) -> PathBuf {
+        let m = self.p(at);
+        fs::create_dir_all(&m).expect("mkdir mnt");
+        let t0 = std::time::Instant::now();
+        run_ok(
+            self.cmd()
+                .args(["mount", name])
+                .arg(&m)
+                .args(["--store", &self.store()])
+                .args(extra),
+        );
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "mount took {:?}",
+            t0.elapsed()
+        );
+        self.mounts.push(m.clone());
+        m
+    }
+    /// A read-only mount.
+    pub fn mount_ro(&mut self, name: &str, at: &str, extra: &[&str]) -> PathBuf {
+        let mut args = vec!["--read-only"];
+        args.extend_from_slice(extra);
+        self.mount(name, at, &args)
+    }
+    pub fn umount(&mut self, m: &Path) {
+        run_ok(self.cmd().arg("umount").arg(m));
+        self.mounts.retain(|x| x != m);
+    }
+    /// `stats MNT --json`.
+    pub fn stats(&self, m: &Path) -> serde_json::Value {
+        let o = run_ok(self.cmd().arg("stats").arg(m).arg("--json"));
+        serde_json::from_slice(&o.stdout).expect("stats json")
+    }
+    /// The daemon pid of a mount.
+    pub fn pid(&self, m: &Path) -> i32 {
+        self.stats(m)["mount"]["pid"].as_i64().expect("pid") as i32
+    }
+    /// `save MNT --name NAME`.
+    pub fn save(&self, m: &Path, name: &str) -> Output {
+        run_ok(self.cmd().arg("save").arg(m).args(["--name", name]))
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for m in self.mounts.clone() {
+            let _ = self.cmd().arg("umount").arg(&m).output();
+        }
+    }
+}
