@@ -34,7 +34,7 @@ struct StoreArg {
 #[derive(clap::Args, Clone)]
 struct WriteArgs {
     /// Uncompressed bytes per zstd frame (e.g. 512KiB, 1MiB).
-    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    #[arg(long, default_value_t = format::DEFAULT_FRAME_SIZE as u64, value_parser = parse_size)]
     frame_size: u64,
     /// zstd compression level of data frames.
     #[arg(long, default_value_t = DEFAULT_LEVEL, allow_negative_numbers = true)]

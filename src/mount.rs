@@ -137,9 +137,12 @@ pub fn mount(
         )));
     }
     crate::sys::return_large_allocations();
+    let t0 = std::time::Instant::now();
     let chain = rt.block_on(Chain::open(store, name))?;
     let fetcher = Fetcher::new(chain.layers(store), opts.fetch.clone())?;
+    let t_index = t0.elapsed();
     let tree = chain.tree()?;
+    let t_tree = t0.elapsed();
     let fs = Arc::new(Fs::new(
         tree,
         fetcher.clone(),
@@ -190,6 +193,12 @@ pub fn mount(
     // The first request after mounting is INIT; a stat round trip proves
     // the kernel and the session are talking.
     std::fs::metadata(mnt).ctx(|| format!("checking mount {}", mnt.display()))?;
+    tracing::debug!(
+        "{name}: index read in {:?}, tree built at {:?}, mounted at {:?}",
+        t_index,
+        t_tree,
+        t0.elapsed()
+    );
     if opts.prefetch && !chain.top().index.prefetch.is_empty() {
         let _g = rt.enter();
         start_prefetch(&fetcher, handle.fs.tree(), &chain.top().index.prefetch);

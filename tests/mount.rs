@@ -507,13 +507,20 @@ fn prefetch_list_is_fetched_in_the_background_at_mount() {
     std::fs::create_dir(&mnt).expect("mkdir");
     let counted = Store::open(&env.store()).expect("store");
     let handle = lazysnap::mount::mount(rt.handle(), &counted, "p", &mnt, MountOptions::default()).expect("mount");
-    // Without reading anything, the listed files' frames arrive.
+    // Without reading anything, exactly the listed files' frames arrive.
+    let mut listed = std::collections::BTreeSet::new();
+    for p in [paths::ZERO_RUNS, paths::DEEP_LEAF] {
+        let e = &snap.index.entries[snap.index.find(p.as_bytes()).expect("listed file")];
+        listed.extend(frame_range(&snap.index.frames, e.offset..e.offset + e.size));
+    }
+    let want = listed.len() as u64;
+    assert!(want >= 8, "the listed files span {want} frames");
     let t0 = Instant::now();
-    while handle.stats().frames_fetched < 8 && t0.elapsed() < Duration::from_secs(10) {
+    while handle.stats().frames_fetched < want && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let before = handle.stats();
-    assert!(before.frames_fetched >= 8, "prefetch did not run: {before:?}");
+    assert_eq!(before.frames_fetched, want, "prefetch did not run: {before:?}");
     // Reading a prefetched file is served from memory.
     assert_eq!(
         std::fs::read(mnt.join(paths::ZERO_RUNS)).expect("read"),

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Semaphore};
 
 use super::cache::{DiskCache, MemCache};
-use super::{coalesce, decode_frame, decode_run, frame_range};
+use super::{coalesce, decode_frame_with, frame_range};
 use crate::error::{Error, Result};
 use crate::format::Frame;
 use crate::store::Store;
@@ -43,6 +43,14 @@ pub struct Layer {
 pub type FrameKey = (u32, u32);
 
 type Shared = std::result::Result<Bytes, Arc<Error>>;
+
+/// A reader waiting for bytes `want` of a frame being fetched. One that does
+/// not need the frame's last byte is answered as soon as the decoder has
+/// passed `want.end` (a copy); the rest get slices of the finished frame.
+struct Waiter {
+    want: Range<usize>,
+    tx: oneshot::Sender<Shared>,
+}
 
 /// Tuning of a fetcher.
 #[derive(Debug, Clone)]
@@ -115,7 +123,7 @@ pub struct Fetcher {
     config: FetchConfig,
     mem: Mutex<MemCache<FrameKey>>,
     disk: Option<Arc<DiskCache>>,
-    inflight: Mutex<HashMap<FrameKey, Vec<oneshot::Sender<Shared>>>>,
+    inflight: Mutex<HashMap<FrameKey, Vec<Waiter>>>,
     slots: Semaphore,
     background_slots: Semaphore,
     cancelled: AtomicBool,
@@ -183,20 +191,21 @@ impl Fetcher {
     /// Bytes `range` of layer `layer`'s tar stream.
     pub async fn read(self: &Arc<Self>, layer: u32, range: Range<u64>) -> Result<Bytes> {
         let frames = self.layer(layer)?.frames.clone();
-        let idx = frame_range(&frames, range.clone());
-        let datas = self.frames(layer, idx.clone(), Priority::Foreground).await?;
-        if datas.len() == 1 {
-            let f = &frames[idx.start];
-            let s = (range.start - f.u_off) as usize;
-            let e = ((range.end.min(f.u_off + f.u_len)) - f.u_off) as usize;
-            return Ok(datas[0].slice(s..e));
+        let wants: Vec<(usize, Range<usize>)> = frame_range(&frames, range.clone())
+            .map(|i| {
+                let f = &frames[i];
+                let s = range.start.max(f.u_off) - f.u_off;
+                let e = range.end.min(f.u_off + f.u_len) - f.u_off;
+                (i, s as usize..e as usize)
+            })
+            .collect();
+        let mut parts = self.parts(layer, wants, Priority::Foreground).await?;
+        if parts.len() == 1 {
+            return Ok(parts.remove(0));
         }
         let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
-        for (i, d) in datas.iter().enumerate() {
-            let f = &frames[idx.start + i];
-            let s = range.start.max(f.u_off);
-            let e = range.end.min(f.u_off + f.u_len);
-            out.extend_from_slice(&d[(s - f.u_off) as usize..(e - f.u_off) as usize]);
+        for p in &parts {
+            out.extend_from_slice(p);
         }
         Ok(out.freeze())
     }
@@ -236,30 +245,43 @@ impl Fetcher {
         if range.end > l.frames.len() {
             return Err(Error::Store(format!("{}: frame {} out of range", l.name, range.end)));
         }
-        let mut out: Vec<Option<Bytes>> = vec![None; range.len()];
+        let wants = range.map(|i| (i, 0..l.frames[i].u_len as usize)).collect();
+        self.parts(layer, wants, prio).await
+    }
+
+    /// Bytes `want` of each frame `i` of `layer`, for each `(i, want)` (frame
+    /// numbers ascending and in range, `want` within the frame).
+    async fn parts(
+        self: &Arc<Self>,
+        layer: u32,
+        wants: Vec<(usize, Range<usize>)>,
+        prio: Priority,
+    ) -> Result<Vec<Bytes>> {
+        let mut out: Vec<Option<Bytes>> = vec![None; wants.len()];
         let mut waits = Vec::new();
         let mut claimed = Vec::new();
         {
             let mut mem = self.mem.lock();
             let mut inflight = self.inflight.lock();
-            for (slot, i) in out.iter_mut().zip(range.clone()) {
+            for (pos, (i, want)) in wants.into_iter().enumerate() {
                 let k = (layer, i as u32);
                 if let Some(b) = mem.get(&k) {
                     if prio == Priority::Foreground {
                         self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
                     }
-                    *slot = Some(b);
+                    out[pos] = Some(b.slice(want));
                     continue;
                 }
                 let (tx, rx) = oneshot::channel();
+                let w = Waiter { want, tx };
                 match inflight.get_mut(&k) {
-                    Some(w) => w.push(tx),
+                    Some(ws) => ws.push(w),
                     None => {
-                        inflight.insert(k, vec![tx]);
+                        inflight.insert(k, vec![w]);
                         claimed.push(i);
                     }
                 }
-                waits.push((i - range.start, rx));
+                waits.push((pos, rx));
             }
         }
         if !claimed.is_empty() {
@@ -283,15 +305,10 @@ impl Fetcher {
         let mut remote = Vec::new();
         for &i in &claimed {
             if self.disk.is_some() {
-                let f = l.frames[i];
                 let me = self.clone();
-                let hit = tokio::task::spawn_blocking(move || me.disk_get(layer, i, &f))
-                    .await
-                    .ok()
-                    .flatten();
-                if let Some(b) = hit {
+                let hit = tokio::task::spawn_blocking(move || me.disk_get(layer, i)).await;
+                if let Ok(true) = hit {
                     self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
-                    self.complete(layer, i, Ok(b));
                     continue;
                 }
             }
@@ -326,7 +343,7 @@ impl Fetcher {
         }
     }
 
-    async fn fetch_run(&self, layer: u32, l: &Layer, run: Range<usize>, prio: Priority) {
+    async fn fetch_run(self: &Arc<Self>, layer: u32, l: &Layer, run: Range<usize>, prio: Priority) {
         // Background work may use only some of the connections, so a
         // foreground read always finds one free (and a foreground read that
         // waits on a frame background work claimed waits on a live fetch).
@@ -350,22 +367,44 @@ impl Fetcher {
                 return self.complete_all(layer, &idx, Arc::new(e));
             }
         };
-        let decoded = decode_run(raw.clone(), &l.frames, run.clone(), &l.name).await;
-        let mut good = Vec::new();
-        for (k, r) in decoded.into_iter().enumerate() {
-            let i = run.start + k;
-            match r {
-                Ok(data) => {
-                    self.counters.frames_fetched.fetch_add(1, Ordering::Relaxed);
-                    good.push(i);
-                    self.complete(layer, i, Ok(data));
-                }
-                Err(e) => {
-                    self.fail(l, &(i..i + 1), prio, &e);
-                    self.complete(layer, i, Err(Arc::new(e)));
+        // Decode on a blocking thread, answering readers as the bytes they
+        // wait for come out of the decoder.
+        let me = self.clone();
+        let (l2, run2, raw2) = (l.clone(), run.clone(), raw.clone());
+        let decoded = tokio::task::spawn_blocking(move || {
+            let c0 = l2.frames[run2.start].c_off;
+            let mut good = Vec::new();
+            for i in run2 {
+                let f = l2.frames[i];
+                let s = (f.c_off - c0) as usize;
+                let bytes = raw2.get(s..s + f.c_len as usize).unwrap_or(&[]);
+                match me.decode(layer, i, &f, bytes) {
+                    Ok(()) => {
+                        me.counters.frames_fetched.fetch_add(1, Ordering::Relaxed);
+                        good.push(i);
+                    }
+                    Err(e) => {
+                        me.fail(&l2, &(i..i + 1), prio, &e);
+                        me.complete(layer, i, Err(Arc::new(e)));
+                    }
                 }
             }
-        }
+            good
+        })
+        .await;
+        let good = match decoded {
+            Ok(good) => good,
+            Err(e) => {
+                // Frames already completed are no longer in flight, so this
+                // only fails the ones the task did not get to.
+                let idx: Vec<usize> = run.collect();
+                return self.complete_all(
+                    layer,
+                    &idx,
+                    Arc::new(Error::Store(format!("decompression task failed: {e}"))),
+                );
+            }
+        };
         if let Some(disk) = &self.disk {
             // Keep the verified compressed frames, keyed by digest.
             let c0 = l.frames[run.start].c_off;
@@ -393,11 +432,41 @@ impl Fetcher {
         }
     }
 
-    fn disk_get(&self, layer: u32, i: usize, f: &Frame) -> Option<Bytes> {
-        let disk = self.disk.as_ref()?;
-        let raw = disk.get(&f.digest)?;
+    /// Serve frame `i` from the disk cache; false if it is not there.
+    fn disk_get(&self, layer: u32, i: usize) -> bool {
+        let (Some(disk), Ok(l)) = (self.disk.as_ref(), self.layer(layer)) else {
+            return false;
+        };
+        let f = l.frames[i];
+        match disk.get(&f.digest) {
+            Some(raw) => self.decode(layer, i, &f, &raw).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Check and decompress frame `i`, answering waiters whose bytes are
+    /// ready while it decodes, then complete it. On error the frame is left
+    /// in flight for the caller to fail or fetch elsewhere.
+    fn decode(&self, layer: u32, i: usize, f: &Frame, compressed: &[u8]) -> Result<()> {
         let name = self.layers.get(layer as usize).map_or("", |l| l.name.as_str());
-        decode_frame(i, f, &raw, name).ok()
+        let k = (layer, i as u32);
+        let full = f.u_len as usize;
+        let data = decode_frame_with(i, f, compressed, name, Vec::new(), |prefix| {
+            let ready: Vec<Waiter> = {
+                let mut inflight = self.inflight.lock();
+                let Some(ws) = inflight.get_mut(&k) else { return };
+                let (ready, wait) = std::mem::take(ws)
+                    .into_iter()
+                    .partition(|w| w.want.end <= prefix.len() && w.want.end < full);
+                *ws = wait;
+                ready
+            };
+            for w in ready {
+                let _ = w.tx.send(Ok(Bytes::copy_from_slice(&prefix[w.want])));
+            }
+        })?;
+        self.complete(layer, i, Ok(data));
+        Ok(())
     }
 
     fn complete(&self, layer: u32, i: usize, r: Shared) {
@@ -407,7 +476,14 @@ impl Fetcher {
         }
         let waiters = self.inflight.lock().remove(&k).unwrap_or_default();
         for w in waiters {
-            let _ = w.send(r.clone());
+            let part = match &r {
+                Ok(b) => b
+                    .get(w.want.clone())
+                    .map(|_| b.slice(w.want))
+                    .ok_or_else(|| Arc::new(Error::Store(format!("frame {i}: wanted bytes beyond its end")))),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = w.tx.send(part);
         }
     }
 

@@ -10,9 +10,11 @@ pub mod stream;
 
 pub use crate::format::index::frame_range;
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 use bytes::Bytes;
+use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
 
 use crate::error::{Error, Result};
 use crate::format::{self, Frame};
@@ -23,18 +25,87 @@ pub const MAX_REQUEST: u64 = 8 << 20;
 
 /// Check a compressed frame and decompress it.
 pub fn decode_frame(no: usize, f: &Frame, compressed: &[u8], what: &str) -> Result<Bytes> {
+    decode_frame_with(no, f, compressed, what, Vec::new(), |_| {})
+}
+
+/// Compressed bytes handed to the decoder per step. zstd decodes whole
+/// blocks (up to 128 KiB of output), so a reader waiting on the start of a
+/// frame is served after about one block instead of the whole frame.
+const DECODE_STEP: usize = 16 << 10;
+
+thread_local! {
+    /// One decompression context per (blocking) thread, reused across frames.
+    static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
+}
+
+/// Check a compressed frame and decompress it step by step, calling
+/// `progress` with the decoded prefix after each step; returns the whole
+/// frame. The digest is checked before anything is decoded, so every prefix
+/// handed out is authentic.
+pub fn decode_frame_with(
+    no: usize,
+    f: &Frame,
+    compressed: &[u8],
+    what: &str,
+    mut out: Vec<u8>,
+    mut progress: impl FnMut(&[u8]),
+) -> Result<Bytes> {
+    let corrupt = |why: String| Error::corrupt(what, format!("frame {no}: {why}"));
     if compressed.len() as u64 != f.c_len {
-        return Err(Error::corrupt(what, format!("frame {no}: short read")));
+        return Err(corrupt("short read".into()));
     }
     if format::digest(compressed) != f.digest {
-        return Err(Error::corrupt(what, format!("frame {no}: digest mismatch")));
+        return Err(corrupt("digest mismatch".into()));
     }
-    let out = zstd::bulk::decompress(compressed, f.u_len as usize)
-        .map_err(|e| Error::corrupt(what, format!("frame {no}: zstd: {e}")))?;
-    if out.len() as u64 != f.u_len {
-        return Err(Error::corrupt(what, format!("frame {no}: wrong decompressed length")));
-    }
-    Ok(Bytes::from(out))
+    let u_len = usize::try_from(f.u_len).map_err(|_| corrupt("frame too large".into()))?;
+    DCTX.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let dctx = match &mut *cell {
+            Some(d) => d,
+            slot => {
+                let mut d = DCtx::try_create().ok_or_else(|| corrupt("cannot create a zstd context".into()))?;
+                // Decode straight into our buffer: no window copy.
+                d.set_parameter(DParameter::StableOutBuffer(true))
+                    .map_err(|c| corrupt(format!("zstd: {}", zstd::zstd_safe::get_error_name(c))))?;
+                slot.insert(d)
+            }
+        };
+        let zerr = |c: usize| corrupt(format!("zstd: {}", zstd::zstd_safe::get_error_name(c)));
+        dctx.reset(ResetDirective::SessionOnly).map_err(zerr)?;
+        out.clear();
+        out.reserve_exact(u_len);
+        let mut finished = false;
+        for chunk in compressed.chunks(DECODE_STEP) {
+            if finished {
+                return Err(corrupt("bytes after the end of the zstd frame".into()));
+            }
+            let mut input = InBuffer::around(chunk);
+            {
+                // The output buffer stays put between steps (StableOutBuffer).
+                let pos = out.len();
+                let mut output = OutBuffer::around_pos(&mut out, pos);
+                while input.pos() < chunk.len() {
+                    let (before_in, before_out) = (input.pos(), output.pos());
+                    let hint = dctx.decompress_stream(&mut output, &mut input).map_err(zerr)?;
+                    if hint == 0 {
+                        finished = true;
+                        break;
+                    }
+                    if input.pos() == before_in && output.pos() == before_out {
+                        return Err(corrupt("zstd frame larger than its index entry".into()));
+                    }
+                }
+            }
+            if finished && input.pos() < chunk.len() {
+                return Err(corrupt("bytes after the end of the zstd frame".into()));
+            }
+            progress(&out);
+        }
+        if !finished || out.len() != u_len {
+            return Err(corrupt("wrong decompressed length".into()));
+        }
+        Ok(Bytes::from(out))
+    })
 }
 
 /// Split frames `range` into runs of adjacent frames of at most `max` bytes.
@@ -143,5 +214,78 @@ mod tests {
         assert_eq!(coalesce(&fs, 0..5, 8), vec![0..2, 2..3, 3..4, 4..5]);
         assert_eq!(coalesce(&fs, 1..3, 100), vec![1..3]);
         assert!(coalesce(&fs, 2..2, 8).is_empty());
+    }
+
+    /// `len` bytes that compress to several zstd blocks but not to nothing.
+    fn sample(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 7 == 0 {
+                    (x % 251) as u8
+                } else {
+                    b"lazysnap"[i % 8]
+                }
+            })
+            .collect()
+    }
+
+    fn frame_of(plain: &[u8], compressed: &[u8]) -> Frame {
+        Frame {
+            c_off: 0,
+            c_len: compressed.len() as u64,
+            u_off: 0,
+            u_len: plain.len() as u64,
+            digest: format::digest(compressed),
+        }
+    }
+
+    #[test]
+    fn decoding_hands_out_growing_prefixes_of_the_frame() {
+        let plain = sample(1 << 20);
+        let z = zstd::bulk::compress(&plain, 3).expect("compress");
+        let f = frame_of(&plain, &z);
+        let mut seen = Vec::new();
+        let out = decode_frame_with(0, &f, &z, "t", Vec::new(), |p| {
+            assert_eq!(p, &plain[..p.len()]);
+            seen.push(p.len());
+        })
+        .expect("decode");
+        assert_eq!(&out[..], &plain[..]);
+        assert!(seen.len() > 4, "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        // A reader of the first bytes is served long before the end.
+        assert!(seen.iter().any(|&n| n > 0 && n <= 256 << 10), "{seen:?}");
+        assert_eq!(seen.last(), Some(&plain.len()));
+        // A reused buffer and context decode the same.
+        let again = decode_frame_with(0, &f, &z, "t", vec![7; 3], |_| {}).expect("decode again");
+        assert_eq!(again, out);
+    }
+
+    #[test]
+    fn authentic_but_malformed_frames_are_errors_not_data() {
+        let plain = sample(300_000);
+        let z = zstd::bulk::compress(&plain, 3).expect("compress");
+        let err = |c: &[u8], f: &Frame| match decode_frame_with(3, f, c, "snap", Vec::new(), |_| {}) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("decoded"),
+        };
+        // Digests match in every case: the index itself says so.
+        let mut trailing = z.clone();
+        trailing.extend_from_slice(b"garbage");
+        assert!(err(&trailing, &frame_of(&plain, &trailing)).contains("after the end"));
+        let cut = &z[..z.len() - 10];
+        assert!(err(cut, &frame_of(&plain, cut)).contains("frame 3"));
+        let mut f = frame_of(&plain, &z);
+        f.u_len -= 1;
+        assert!(err(&z, &f).contains("frame 3"));
+        f.u_len += 2;
+        assert!(err(&z, &f).contains("wrong decompressed length"));
+        let mut bad = frame_of(&plain, &z);
+        bad.digest[0] ^= 1;
+        assert!(err(&z, &bad).contains("digest mismatch"));
     }
 }
