@@ -1,4 +1,4 @@
-//! The two frame caches: a byte-bounded memory LRU of decompressed frames and
+//! The two frame caches: a byte-bounded memory LRU of frames and
 //! a size-limited disk cache of compressed frames keyed by frame digest.
 //!
 //! The disk cache is content-addressed, so every mount of every snapshot that
@@ -44,21 +44,28 @@ impl<K: Hash + Eq + Clone> MemCache<K> {
         self.lru.contains(k)
     }
 
-    /// Insert, evicting least recently used values beyond the budget.
-    pub fn put(&mut self, k: K, v: Bytes) {
+    /// Insert, evicting least recently used values beyond the budget;
+    /// returns what was evicted or replaced.
+    pub fn put(&mut self, k: K, v: Bytes) -> Vec<Bytes> {
         if v.len() as u64 > self.cap {
-            return;
+            return Vec::new();
         }
+        let mut gone = Vec::new();
         self.bytes += v.len() as u64;
         if let Some(old) = self.lru.put(k, v) {
             self.bytes -= old.len() as u64;
+            gone.push(old);
         }
         while self.bytes > self.cap {
             match self.lru.pop_lru() {
-                Some((_, old)) => self.bytes -= old.len() as u64,
+                Some((_, old)) => {
+                    self.bytes -= old.len() as u64;
+                    gone.push(old);
+                }
                 None => break,
             }
         }
+        gone
     }
 
     /// Bytes held.

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Semaphore};
 
 use super::cache::{DiskCache, MemCache};
-use super::{coalesce, decode_frame_with, frame_range};
+use super::{check_frame, coalesce, decode_checked, frame_range};
 use crate::error::{Error, Result};
 use crate::format::Frame;
 use crate::store::Store;
@@ -117,11 +117,41 @@ pub enum Priority {
     Background,
 }
 
+/// Frames held in memory. Most of the budget holds *compressed* frames
+/// (checked against their digests on arrival), so it covers about four times
+/// as much of the snapshot as decompressed frames would; a small LRU keeps the
+/// frames being read decompressed. Buffers of frames leaving that LRU are
+/// reused for the next decode, so steady-state decoding writes to memory that
+/// is already mapped instead of faulting in fresh pages.
+struct Memory {
+    /// Decompressed frames being read.
+    hot: MemCache<FrameKey>,
+    /// Verified compressed frames.
+    packed: MemCache<FrameKey>,
+    /// Decode buffers to reuse.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Decode buffers kept for reuse.
+const SPARE_BUFFERS: usize = 4;
+
+impl Memory {
+    fn decoded(&mut self, k: FrameKey, data: Bytes) {
+        for old in self.hot.put(k, data) {
+            if self.spare.len() < SPARE_BUFFERS {
+                if let Ok(m) = old.try_into_mut() {
+                    self.spare.push(m.into());
+                }
+            }
+        }
+    }
+}
+
 /// See the module docs.
 pub struct Fetcher {
     layers: Vec<Layer>,
     config: FetchConfig,
-    mem: Mutex<MemCache<FrameKey>>,
+    mem: Mutex<Memory>,
     disk: Option<Arc<DiskCache>>,
     inflight: Mutex<HashMap<FrameKey, Vec<Waiter>>>,
     slots: Semaphore,
@@ -137,13 +167,18 @@ impl Fetcher {
             Some((dir, cap)) => Some(Arc::new(DiskCache::open(dir, *cap)?)),
             None => None,
         };
-        // Reserve room for the reads in flight (compressed + decompressed);
-        // the rest of the budget is the frame cache.
+        // Reserve room for the reads in flight (compressed + decompressed)
+        // and the decoded frames being read; the rest holds compressed frames.
         let inflight = config.parallel as u64 * config.max_request * 2;
-        let cache = config.memory.saturating_sub(inflight).max(config.memory / 4);
+        let hot = (config.memory / 8).clamp(4 << 20, 32 << 20);
+        let packed = config.memory.saturating_sub(inflight + hot).max(config.memory / 4);
         Ok(Arc::new(Fetcher {
             layers,
-            mem: Mutex::new(MemCache::new(cache)),
+            mem: Mutex::new(Memory {
+                hot: MemCache::new(hot),
+                packed: MemCache::new(packed),
+                spare: Vec::new(),
+            }),
             disk,
             inflight: Mutex::new(HashMap::new()),
             slots: Semaphore::new(config.parallel.max(1)),
@@ -166,12 +201,16 @@ impl Fetcher {
 
     /// Current counters.
     pub fn stats(&self) -> FetchStats {
+        let memory_bytes = {
+            let mem = self.mem.lock();
+            mem.hot.bytes() + mem.packed.bytes()
+        };
         let mut s = FetchStats {
             frames_fetched: self.counters.frames_fetched.load(Ordering::Relaxed),
             memory_hits: self.counters.memory_hits.load(Ordering::Relaxed),
             disk_hits: self.counters.disk_hits.load(Ordering::Relaxed),
             errors: self.counters.errors.load(Ordering::Relaxed),
-            memory_bytes: self.mem.lock().bytes(),
+            memory_bytes,
             disk_bytes: self.disk.as_ref().map_or(0, |d| d.bytes()),
             ..FetchStats::default()
         };
@@ -199,7 +238,7 @@ impl Fetcher {
                 (i, s as usize..e as usize)
             })
             .collect();
-        let mut parts = self.parts(layer, wants, Priority::Foreground).await?;
+        let mut parts = self.parts(layer, wants).await?;
         if parts.len() == 1 {
             return Ok(parts.remove(0));
         }
@@ -216,59 +255,62 @@ impl Fetcher {
             .ok_or_else(|| Error::Store(format!("no layer {layer}")))
     }
 
-    /// Fetch frames `range` of `layer` in the background (readahead/prefetch).
+    /// Bring frames `range` of `layer` into memory in the background
+    /// (readahead, prefetch), compressed: they are decoded when read.
     pub fn fetch_background(self: &Arc<Self>, layer: u32, range: Range<usize>) {
         if range.is_empty() || self.cancelled.load(Ordering::Relaxed) {
             return;
         }
-        let me = self.clone();
-        tokio::spawn(async move {
-            let _ = me.frames(layer, range, Priority::Background).await;
-        });
+        let claimed: Vec<usize> = {
+            let mem = self.mem.lock();
+            let mut inflight = self.inflight.lock();
+            range
+                .filter(|&i| {
+                    let k = (layer, i as u32);
+                    let free = !mem.hot.contains(&k) && !mem.packed.contains(&k) && !inflight.contains_key(&k);
+                    if free {
+                        inflight.insert(k, Vec::new());
+                    }
+                    free
+                })
+                .collect()
+        };
+        if !claimed.is_empty() {
+            let me = self.clone();
+            tokio::spawn(async move { me.fetch_claimed(layer, claimed, Priority::Background).await });
+        }
     }
 
-    /// Frames that are neither cached in memory nor being fetched.
+    /// Frames that are neither in memory nor being fetched.
     pub fn missing(&self, layer: u32, range: Range<usize>) -> Vec<usize> {
         let mem = self.mem.lock();
         let inflight = self.inflight.lock();
         range
             .filter(|&i| {
                 let k = (layer, i as u32);
-                !mem.contains(&k) && !inflight.contains_key(&k)
+                !mem.hot.contains(&k) && !mem.packed.contains(&k) && !inflight.contains_key(&k)
             })
             .collect()
     }
 
-    /// The decompressed frames `range` of `layer`, in order.
-    pub async fn frames(self: &Arc<Self>, layer: u32, range: Range<usize>, prio: Priority) -> Result<Vec<Bytes>> {
-        let l = self.layer(layer)?;
-        if range.end > l.frames.len() {
-            return Err(Error::Store(format!("{}: frame {} out of range", l.name, range.end)));
-        }
-        let wants = range.map(|i| (i, 0..l.frames[i].u_len as usize)).collect();
-        self.parts(layer, wants, prio).await
-    }
-
     /// Bytes `want` of each frame `i` of `layer`, for each `(i, want)` (frame
     /// numbers ascending and in range, `want` within the frame).
-    async fn parts(
-        self: &Arc<Self>,
-        layer: u32,
-        wants: Vec<(usize, Range<usize>)>,
-        prio: Priority,
-    ) -> Result<Vec<Bytes>> {
+    async fn parts(self: &Arc<Self>, layer: u32, wants: Vec<(usize, Range<usize>)>) -> Result<Vec<Bytes>> {
+        let l = self.layer(layer)?;
+        if let Some((i, _)) = wants.iter().find(|(i, _)| *i >= l.frames.len()) {
+            return Err(Error::Store(format!("{}: frame {i} out of range", l.name)));
+        }
         let mut out: Vec<Option<Bytes>> = vec![None; wants.len()];
         let mut waits = Vec::new();
         let mut claimed = Vec::new();
+        let mut unpack = Vec::new();
         {
             let mut mem = self.mem.lock();
             let mut inflight = self.inflight.lock();
             for (pos, (i, want)) in wants.into_iter().enumerate() {
                 let k = (layer, i as u32);
-                if let Some(b) = mem.get(&k) {
-                    if prio == Priority::Foreground {
-                        self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Some(b) = mem.hot.get(&k) {
+                    self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
                     out[pos] = Some(b.slice(want));
                     continue;
                 }
@@ -278,15 +320,35 @@ impl Fetcher {
                     Some(ws) => ws.push(w),
                     None => {
                         inflight.insert(k, vec![w]);
-                        claimed.push(i);
+                        match mem.packed.get(&k) {
+                            Some(c) => {
+                                self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
+                                unpack.push((i, c));
+                            }
+                            None => claimed.push(i),
+                        }
                     }
                 }
                 waits.push((pos, rx));
             }
         }
+        if !unpack.is_empty() {
+            let me = self.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                for (i, c) in unpack {
+                    if let Err(e) = me.decode(layer, i, &c) {
+                        if let Ok(l) = me.layer(layer) {
+                            me.fail(layer, l, &(i..i + 1), &e);
+                        }
+                        me.complete(layer, i, Err(Arc::new(e)));
+                    }
+                }
+            });
+            drop(task);
+        }
         if !claimed.is_empty() {
             let me = self.clone();
-            tokio::spawn(async move { me.fetch_claimed(layer, claimed, prio).await });
+            tokio::spawn(async move { me.fetch_claimed(layer, claimed, Priority::Foreground).await });
         }
         for (pos, rx) in waits {
             let r = rx.await.map_err(|_| Error::Store("fetch task vanished".into()))?;
@@ -362,71 +424,71 @@ impl Fetcher {
         let raw = match raw {
             Ok(raw) => raw,
             Err(e) => {
-                self.fail(l, &run, prio, &e);
+                self.fail(layer, l, &run, &e);
                 let idx: Vec<usize> = run.collect();
                 return self.complete_all(layer, &idx, Arc::new(e));
             }
         };
-        // Decode on a blocking thread, answering readers as the bytes they
-        // wait for come out of the decoder.
+        // Check and decode on a blocking thread, answering readers as the
+        // bytes they wait for come out of the decoder.
         let me = self.clone();
-        let (l2, run2, raw2) = (l.clone(), run.clone(), raw.clone());
-        let decoded = tokio::task::spawn_blocking(move || {
+        let (l2, run2) = (l.clone(), run.clone());
+        let task = tokio::task::spawn_blocking(move || {
             let c0 = l2.frames[run2.start].c_off;
+            let single = run2.len() == 1;
             let mut good = Vec::new();
             for i in run2 {
                 let f = l2.frames[i];
                 let s = (f.c_off - c0) as usize;
-                let bytes = raw2.get(s..s + f.c_len as usize).unwrap_or(&[]);
-                match me.decode(layer, i, &f, bytes) {
+                let bytes = match raw.get(s..s + f.c_len as usize) {
+                    // A frame cached on its own must not pin the whole run.
+                    Some(b) if single => raw.slice_ref(b),
+                    Some(b) => Bytes::copy_from_slice(b),
+                    None => Bytes::new(),
+                };
+                match me.arrived(layer, i, bytes.clone()) {
                     Ok(()) => {
                         me.counters.frames_fetched.fetch_add(1, Ordering::Relaxed);
-                        good.push(i);
+                        good.push((f.digest, bytes));
                     }
                     Err(e) => {
-                        me.fail(&l2, &(i..i + 1), prio, &e);
+                        me.fail(layer, &l2, &(i..i + 1), &e);
                         me.complete(layer, i, Err(Arc::new(e)));
                     }
                 }
             }
             good
-        })
-        .await;
-        let good = match decoded {
+        });
+        let good = match task.await {
             Ok(good) => good,
             Err(e) => {
                 // Frames already completed are no longer in flight, so this
                 // only fails the ones the task did not get to.
                 let idx: Vec<usize> = run.collect();
-                return self.complete_all(
-                    layer,
-                    &idx,
-                    Arc::new(Error::Store(format!("decompression task failed: {e}"))),
-                );
+                let e = Error::Store(format!("decompression task failed: {e}"));
+                return self.complete_all(layer, &idx, Arc::new(e));
             }
         };
         if let Some(disk) = &self.disk {
             // Keep the verified compressed frames, keyed by digest.
-            let c0 = l.frames[run.start].c_off;
-            let items: Vec<(crate::format::Digest, Bytes)> = good
-                .iter()
-                .map(|&i| {
-                    let f = l.frames[i];
-                    let s = (f.c_off - c0) as usize;
-                    (f.digest, raw.slice(s..s + f.c_len as usize))
-                })
-                .collect();
             let disk = disk.clone();
             tokio::task::spawn_blocking(move || {
-                for (digest, bytes) in items {
+                for (digest, bytes) in good {
                     disk.put(&digest, &bytes);
                 }
             });
         }
     }
 
-    fn fail(&self, l: &Layer, run: &Range<usize>, prio: Priority, e: &Error) {
-        if prio == Priority::Foreground {
+    /// Count and log a failed fetch or decode that a reader waits for (a
+    /// background fetch nobody waits for fails quietly; a read retries it).
+    fn fail(&self, layer: u32, l: &Layer, run: &Range<usize>, e: &Error) {
+        let waited = {
+            let inflight = self.inflight.lock();
+            run.clone()
+                .any(|i| inflight.get(&(layer, i as u32)).is_some_and(|w| !w.is_empty()))
+        };
+        if waited {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("{}: frames {}..{}: {e}", l.name, run.start, run.end);
         }
@@ -434,24 +496,48 @@ impl Fetcher {
 
     /// Serve frame `i` from the disk cache; false if it is not there.
     fn disk_get(&self, layer: u32, i: usize) -> bool {
-        let (Some(disk), Ok(l)) = (self.disk.as_ref(), self.layer(layer)) else {
+        let Some(disk) = self.disk.as_ref() else {
             return false;
         };
-        let f = l.frames[i];
+        let Some(f) = self.layer(layer).ok().and_then(|l| l.frames.get(i)) else {
+            return false;
+        };
         match disk.get(&f.digest) {
-            Some(raw) => self.decode(layer, i, &f, &raw).is_ok(),
+            Some(raw) => self.arrived(layer, i, Bytes::from(raw)).is_ok(),
             None => false,
         }
     }
 
-    /// Check and decompress frame `i`, answering waiters whose bytes are
-    /// ready while it decodes, then complete it. On error the frame is left
-    /// in flight for the caller to fail or fetch elsewhere.
-    fn decode(&self, layer: u32, i: usize, f: &Frame, compressed: &[u8]) -> Result<()> {
-        let name = self.layers.get(layer as usize).map_or("", |l| l.name.as_str());
+    /// Frame `i` arrived compressed: check it and keep it; decode it if
+    /// anyone waits for it. On error the frame is left in flight for the
+    /// caller to fail or fetch elsewhere.
+    fn arrived(&self, layer: u32, i: usize, compressed: Bytes) -> Result<()> {
+        let l = self.layer(layer)?;
+        let f = l.frames.get(i).ok_or_else(|| Error::Store(format!("no frame {i}")))?;
+        check_frame(i, f, &compressed, &l.name)?;
+        let k = (layer, i as u32);
+        self.mem.lock().packed.put(k, compressed.clone());
+        {
+            // Fetched ahead and nobody is waiting: done until it is read.
+            let mut inflight = self.inflight.lock();
+            if inflight.get(&k).is_some_and(Vec::is_empty) {
+                inflight.remove(&k);
+                return Ok(());
+            }
+        }
+        self.decode(layer, i, &compressed)
+    }
+
+    /// Decompress checked frame `i`, answering waiters whose bytes are ready
+    /// while it decodes, then complete it. On error the frame is left in
+    /// flight.
+    fn decode(&self, layer: u32, i: usize, compressed: &[u8]) -> Result<()> {
+        let l = self.layer(layer)?;
+        let f = l.frames.get(i).ok_or_else(|| Error::Store(format!("no frame {i}")))?;
         let k = (layer, i as u32);
         let full = f.u_len as usize;
-        let data = decode_frame_with(i, f, compressed, name, Vec::new(), |prefix| {
+        let buf = self.mem.lock().spare.pop().unwrap_or_default();
+        let data = decode_checked(i, f, compressed, &l.name, buf, |prefix| {
             let ready: Vec<Waiter> = {
                 let mut inflight = self.inflight.lock();
                 let Some(ws) = inflight.get_mut(&k) else { return };
@@ -472,7 +558,7 @@ impl Fetcher {
     fn complete(&self, layer: u32, i: usize, r: Shared) {
         let k = (layer, i as u32);
         if let Ok(b) = &r {
-            self.mem.lock().put(k, b.clone());
+            self.mem.lock().decoded(k, b.clone());
         }
         let waiters = self.inflight.lock().remove(&k).unwrap_or_default();
         for w in waiters {
@@ -546,5 +632,86 @@ impl std::io::Read for BlockingReader {
         buf[..data.len()].copy_from_slice(&data);
         self.pos += data.len() as u64;
         Ok(data.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::writer::{SnapshotWriter, WriterOptions};
+    use crate::format::{Entry, Kind};
+    use crate::snapshot::Chain;
+
+    /// A snapshot of one `len`-byte file in 64 KiB frames, and its bytes.
+    fn snapshot(rt: &tokio::runtime::Runtime, dir: &std::path::Path, len: u32) -> (Store, Vec<u8>) {
+        let store = Store::open(&dir.display().to_string()).expect("store");
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 % 7)
+            .collect();
+        crate::cmd::publish(
+            rt.handle(),
+            &store,
+            "t",
+            WriterOptions {
+                frame_size: 64 << 10,
+                ..WriterOptions::default()
+            },
+            indicatif::ProgressBar::hidden(),
+            |w: &mut SnapshotWriter<_>| {
+                w.add(Entry::new(Vec::new(), Kind::Dir), None)?;
+                let mut f = Entry::new(b"f".to_vec(), Kind::File);
+                f.size = data.len() as u64;
+                w.add(f, Some(&mut &data[..]))
+            },
+        )
+        .expect("write");
+        (store, data)
+    }
+
+    #[test]
+    fn frames_beyond_the_decoded_set_stay_in_memory_compressed() {
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, data) = snapshot(&rt, dir.path(), 12 << 20);
+        let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
+        let config = FetchConfig {
+            memory: 16 << 20,
+            max_request: 256 << 10,
+            ..FetchConfig::default()
+        };
+        let fetcher = Fetcher::new(chain.layers(&store), config).expect("fetcher");
+        let e = &chain.top().index.entries[chain.top().index.find(b"f").expect("f")];
+        let read_all = |f: &Arc<Fetcher>| {
+            let mut out = Vec::new();
+            let mut off = 0;
+            while off < e.size {
+                let end = (off + (128 << 10)).min(e.size);
+                let b = rt.block_on(f.read(0, e.offset + off..e.offset + end)).expect("read");
+                out.extend_from_slice(&b);
+                off = end;
+            }
+            out
+        };
+        assert!(read_all(&fetcher) == data);
+        let first = fetcher.stats();
+        {
+            let mem = fetcher.mem.lock();
+            // 12 MiB decoded do not fit the 4 MiB decoded set; the compressed
+            // frames all fit, and decode buffers were recycled.
+            assert!(mem.hot.bytes() <= 4 << 20, "{}", mem.hot.bytes());
+            assert!(mem.packed.bytes() < 12 << 20);
+            assert_eq!(
+                mem.packed.bytes(),
+                chain.top().index.frames.iter().map(|f| f.c_len).sum::<u64>()
+            );
+            assert!(!mem.spare.is_empty());
+        }
+        // A second pass is served from memory: nothing is fetched again.
+        assert!(read_all(&fetcher) == data);
+        let second = fetcher.stats();
+        assert_eq!(second.requests, first.requests, "{second:?}");
+        assert_eq!(second.frames_fetched, first.frames_fetched);
+        assert!(second.memory_hits > first.memory_hits);
+        assert!(second.memory_bytes <= 16 << 20);
     }
 }

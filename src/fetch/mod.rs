@@ -47,16 +47,34 @@ pub fn decode_frame_with(
     f: &Frame,
     compressed: &[u8],
     what: &str,
+    out: Vec<u8>,
+    progress: impl FnMut(&[u8]),
+) -> Result<Bytes> {
+    check_frame(no, f, compressed, what)?;
+    decode_checked(no, f, compressed, what, out, progress)
+}
+
+/// Check a compressed frame's length and digest.
+pub fn check_frame(no: usize, f: &Frame, compressed: &[u8], what: &str) -> Result<()> {
+    if compressed.len() as u64 != f.c_len {
+        return Err(Error::corrupt(what, format!("frame {no}: short read")));
+    }
+    if format::digest(compressed) != f.digest {
+        return Err(Error::corrupt(what, format!("frame {no}: digest mismatch")));
+    }
+    Ok(())
+}
+
+/// [`decode_frame_with`] for a frame that already passed [`check_frame`].
+pub fn decode_checked(
+    no: usize,
+    f: &Frame,
+    compressed: &[u8],
+    what: &str,
     mut out: Vec<u8>,
     mut progress: impl FnMut(&[u8]),
 ) -> Result<Bytes> {
     let corrupt = |why: String| Error::corrupt(what, format!("frame {no}: {why}"));
-    if compressed.len() as u64 != f.c_len {
-        return Err(corrupt("short read".into()));
-    }
-    if format::digest(compressed) != f.digest {
-        return Err(corrupt("digest mismatch".into()));
-    }
     let u_len = usize::try_from(f.u_len).map_err(|_| corrupt("frame too large".into()))?;
     DCTX.with(|cell| {
         let mut cell = cell.borrow_mut();
