@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lazysnap::fetch::decode_frame;
+use lazysnap::fetch::{decode_checked, decode_frame};
 use lazysnap::format::{self, path, Entry, Frame, Index, Kind};
 
 /// A synthetic 100k-entry index shaped like a node_modules tree.
@@ -97,16 +97,17 @@ fn index_benches(c: &mut Criterion) {
 }
 
 fn frame_benches(c: &mut Criterion) {
-    // 1 MiB of source-code-like text, compressed at the default level.
-    let mut text = Vec::with_capacity(1 << 20);
+    // One default-sized frame of source-code-like text at the default level.
+    let size = format::DEFAULT_FRAME_SIZE;
+    let mut text = Vec::with_capacity(size);
     let mut i = 0u64;
-    while text.len() < 1 << 20 {
+    while text.len() < size {
         text.extend_from_slice(
             format!("export function f{i}(x) {{ return x * {} + {}; }}\n", i % 97, i % 13).as_bytes(),
         );
         i += 1;
     }
-    text.truncate(1 << 20);
+    text.truncate(size);
     let comp = zstd::bulk::compress(&text, format::DEFAULT_LEVEL).expect("compress");
     let f = Frame {
         c_off: 0,
@@ -115,10 +116,20 @@ fn frame_benches(c: &mut Criterion) {
         u_len: text.len() as u64,
         digest: format::digest(&comp),
     };
-    let mut g = c.benchmark_group("frame_decode_1MiB");
+    // As in the mount daemon: large buffers come straight from mmap, so a
+    // fresh buffer is a fresh set of page faults.
+    lazysnap::sys::return_large_allocations();
+    let mut g = c.benchmark_group("frame_decode_default");
     g.throughput(Throughput::Bytes(text.len() as u64));
-    g.bench_function("digest+zstd", |b| {
+    g.bench_function("digest+zstd, fresh buffer", |b| {
         b.iter(|| black_box(decode_frame(0, &f, &comp, "bench").expect("decode")))
+    });
+    let mut spare = Vec::new();
+    g.bench_function("zstd, reused buffer", |b| {
+        b.iter(|| {
+            let out = decode_checked(0, &f, &comp, "bench", std::mem::take(&mut spare), |_| {}).expect("decode");
+            spare = out.try_into_mut().map(Vec::from).unwrap_or_default();
+        })
     });
     g.finish();
 }

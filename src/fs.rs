@@ -335,9 +335,8 @@ fn attr_of(ino: u64, e: &Entry, nlink: u32) -> Attr {
 mod tests {
     use super::*;
     use crate::fetch::fetcher::FetchConfig;
-    use crate::format::writer::{SnapshotWriter, WriterOptions};
+    use crate::format::writer::SnapshotWriter;
     use crate::snapshot::Chain;
-    use crate::store::Store;
 
     fn entry(p: &str, kind: Kind, mode: u32) -> Entry {
         let mut e = Entry::new(p.as_bytes().to_vec(), kind);
@@ -349,33 +348,21 @@ mod tests {
 
     /// A small snapshot served by an `Fs`, no FUSE involved.
     fn fixture(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Fs {
-        let store = Store::open(&dir.display().to_string()).expect("store");
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        crate::cmd::publish(
-            rt.handle(),
-            &store,
-            "t",
-            WriterOptions {
-                frame_size: 64 << 10,
-                ..WriterOptions::default()
-            },
-            indicatif::ProgressBar::hidden(),
-            |w: &mut SnapshotWriter<_>| {
-                w.add(entry("", Kind::Dir, 0o755), None)?;
-                w.add(entry("d", Kind::Dir, 0o750), None)?;
-                let mut f = entry("d/big", Kind::File, 0o644);
-                f.size = big.len() as u64;
-                f.xattrs = vec![(b"user.k".to_vec(), b"v".to_vec())];
-                w.add(f, Some(&mut &big[..]))?;
-                let mut h = entry("d/link", Kind::Hardlink, 0o644);
-                h.link = b"d/big".to_vec();
-                w.add(h, None)?;
-                let mut s = entry("s", Kind::Symlink, 0o777);
-                s.link = b"d/big".to_vec();
-                w.add(s, None)
-            },
-        )
-        .expect("write");
+        let store = crate::cmd::publish_test(rt, dir, |w: &mut SnapshotWriter<_>| {
+            w.add(entry("", Kind::Dir, 0o755), None)?;
+            w.add(entry("d", Kind::Dir, 0o750), None)?;
+            let mut f = entry("d/big", Kind::File, 0o644);
+            f.size = big.len() as u64;
+            f.xattrs = vec![(b"user.k".to_vec(), b"v".to_vec())];
+            w.add(f, Some(&mut &big[..]))?;
+            let mut h = entry("d/link", Kind::Hardlink, 0o644);
+            h.link = b"d/big".to_vec();
+            w.add(h, None)?;
+            let mut s = entry("s", Kind::Symlink, 0o777);
+            s.link = b"d/big".to_vec();
+            w.add(s, None)
+        });
         let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
         let fetcher = Fetcher::new(chain.layers(&store), FetchConfig::default()).expect("fetcher");
         let tree = chain.tree().expect("tree");

@@ -105,3 +105,18 @@ where
     })?;
     Ok(written)
 }
+
+/// Snapshot "t" in 64 KiB frames in a local store at `dir`, for unit tests.
+#[cfg(test)]
+pub(crate) fn publish_test<F>(rt: &tokio::runtime::Runtime, dir: &std::path::Path, fill: F) -> Store
+where
+    F: FnOnce(&mut SnapshotWriter<UploadWriter>) -> Result<()>,
+{
+    let store = Store::open(&dir.display().to_string()).expect("store");
+    let opts = WriterOptions {
+        frame_size: 64 << 10,
+        ..WriterOptions::default()
+    };
+    publish(rt.handle(), &store, "t", opts, ProgressBar::hidden(), fill).expect("write");
+    store
+}

@@ -638,33 +638,21 @@ impl std::io::Read for BlockingReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::writer::{SnapshotWriter, WriterOptions};
+    use crate::format::writer::SnapshotWriter;
     use crate::format::{Entry, Kind};
     use crate::snapshot::Chain;
 
     /// A snapshot of one `len`-byte file in 64 KiB frames, and its bytes.
     fn snapshot(rt: &tokio::runtime::Runtime, dir: &std::path::Path, len: u32) -> (Store, Vec<u8>) {
-        let store = Store::open(&dir.display().to_string()).expect("store");
         let data: Vec<u8> = (0..len)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 % 7)
             .collect();
-        crate::cmd::publish(
-            rt.handle(),
-            &store,
-            "t",
-            WriterOptions {
-                frame_size: 64 << 10,
-                ..WriterOptions::default()
-            },
-            indicatif::ProgressBar::hidden(),
-            |w: &mut SnapshotWriter<_>| {
-                w.add(Entry::new(Vec::new(), Kind::Dir), None)?;
-                let mut f = Entry::new(b"f".to_vec(), Kind::File);
-                f.size = data.len() as u64;
-                w.add(f, Some(&mut &data[..]))
-            },
-        )
-        .expect("write");
+        let store = crate::cmd::publish_test(rt, dir, |w: &mut SnapshotWriter<_>| {
+            w.add(Entry::new(Vec::new(), Kind::Dir), None)?;
+            let mut f = Entry::new(b"f".to_vec(), Kind::File);
+            f.size = data.len() as u64;
+            w.add(f, Some(&mut &data[..]))
+        });
         (store, data)
     }
 
