@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 
 use super::cache::{DiskCache, MemCache};
 use super::{check_frame, coalesce, decode_checked, frame_range};
@@ -135,7 +135,24 @@ struct Memory {
 /// Decode buffers kept for reuse.
 const SPARE_BUFFERS: usize = 4;
 
+/// The decoded set holds at least this many of the largest frames (readers
+/// of big frames read them in many small FUSE requests).
+const HOT_FRAMES: u64 = 8;
+
 impl Memory {
+    /// A buffer for a `len`-byte frame: a spare one of about that size (a
+    /// bigger one would hold memory the cache does not count), else a new one.
+    fn spare_for(&mut self, len: usize) -> Vec<u8> {
+        match self
+            .spare
+            .iter()
+            .position(|b| b.capacity() >= len && b.capacity() <= len + len / 4)
+        {
+            Some(k) => self.spare.swap_remove(k),
+            None => Vec::new(),
+        }
+    }
+
     fn decoded(&mut self, k: FrameKey, data: Bytes) {
         for old in self.hot.put(k, data) {
             if self.spare.len() < SPARE_BUFFERS {
@@ -156,6 +173,9 @@ pub struct Fetcher {
     inflight: Mutex<HashMap<FrameKey, Vec<Waiter>>>,
     slots: Semaphore,
     background_slots: Semaphore,
+    /// Woken when a reader starts waiting on a frame that background work
+    /// claimed, so that work stops queueing behind other background work.
+    urgent: Notify,
     cancelled: AtomicBool,
     counters: Counters,
 }
@@ -170,7 +190,13 @@ impl Fetcher {
         // Reserve room for the reads in flight (compressed + decompressed)
         // and the decoded frames being read; the rest holds compressed frames.
         let inflight = config.parallel as u64 * config.max_request * 2;
-        let hot = (config.memory / 8).clamp(4 << 20, 32 << 20);
+        let largest = layers
+            .iter()
+            .flat_map(|l| l.frames.iter())
+            .map(|f| f.u_len)
+            .max()
+            .unwrap_or(0);
+        let hot = (config.memory / 8).clamp(4 << 20, 32 << 20).max(HOT_FRAMES * largest);
         let packed = config.memory.saturating_sub(inflight + hot).max(config.memory / 4);
         Ok(Arc::new(Fetcher {
             layers,
@@ -183,6 +209,7 @@ impl Fetcher {
             inflight: Mutex::new(HashMap::new()),
             slots: Semaphore::new(config.parallel.max(1)),
             background_slots: Semaphore::new((config.parallel / 2).max(1)),
+            urgent: Notify::new(),
             cancelled: AtomicBool::new(false),
             counters: Counters::default(),
             config,
@@ -304,6 +331,7 @@ impl Fetcher {
         let mut waits = Vec::new();
         let mut claimed = Vec::new();
         let mut unpack = Vec::new();
+        let mut wake_background = false;
         {
             let mut mem = self.mem.lock();
             let mut inflight = self.inflight.lock();
@@ -317,7 +345,12 @@ impl Fetcher {
                 let (tx, rx) = oneshot::channel();
                 let w = Waiter { want, tx };
                 match inflight.get_mut(&k) {
-                    Some(ws) => ws.push(w),
+                    Some(ws) => {
+                        if ws.is_empty() {
+                            wake_background = true;
+                        }
+                        ws.push(w);
+                    }
                     None => {
                         inflight.insert(k, vec![w]);
                         match mem.packed.get(&k) {
@@ -332,9 +365,13 @@ impl Fetcher {
                 waits.push((pos, rx));
             }
         }
+        if wake_background {
+            self.urgent.notify_waiters();
+        }
         if !unpack.is_empty() {
             let me = self.clone();
             let task = tokio::task::spawn_blocking(move || {
+                let _guard = PanicGuard::new(&me, layer, unpack.iter().map(|(i, _)| *i).collect());
                 for (i, c) in unpack {
                     if let Err(e) = me.decode(layer, i, &c) {
                         if let Ok(l) = me.layer(layer) {
@@ -360,6 +397,7 @@ impl Fetcher {
     /// Fetch frames this caller claimed: disk cache first, then coalesced
     /// store reads. Every claimed frame is completed, with data or an error.
     async fn fetch_claimed(self: Arc<Self>, layer: u32, claimed: Vec<usize>, prio: Priority) {
+        let _guard = PanicGuard::new(&self, layer, claimed.clone());
         let l = match self.layer(layer) {
             Ok(l) => l.clone(),
             Err(e) => return self.complete_all(layer, &claimed, Arc::new(e)),
@@ -406,16 +444,29 @@ impl Fetcher {
     }
 
     async fn fetch_run(self: &Arc<Self>, layer: u32, l: &Layer, run: Range<usize>, prio: Priority) {
+        let _guard = PanicGuard::new(self, layer, run.clone().collect());
         // Background work may use only some of the connections, so a
-        // foreground read always finds one free (and a foreground read that
-        // waits on a frame background work claimed waits on a live fetch).
-        let bg_permit = match prio {
-            Priority::Background => Some(self.background_slots.acquire().await),
-            Priority::Foreground => None,
-        };
-        if prio == Priority::Background && self.cancelled.load(Ordering::Relaxed) {
-            let idx: Vec<usize> = run.collect();
-            return self.complete_all(layer, &idx, Arc::new(Error::Store("cancelled".into())));
+        // foreground read always finds one free. Once a reader waits on one
+        // of its frames, the run stops queueing and goes as a foreground read.
+        let mut bg_permit = None;
+        if prio == Priority::Background {
+            loop {
+                let urgent = self.urgent.notified();
+                if self.awaited(layer, &run) {
+                    break;
+                }
+                tokio::select! {
+                    p = self.background_slots.acquire() => {
+                        bg_permit = Some(p);
+                        break;
+                    }
+                    () = urgent => {}
+                }
+            }
+            if self.cancelled.load(Ordering::Relaxed) && !self.awaited(layer, &run) {
+                let idx: Vec<usize> = run.collect();
+                return self.complete_all(layer, &idx, Arc::new(Error::Store("cancelled".into())));
+            }
         }
         let permit = self.slots.acquire().await;
         let raw = super::fetch_raw(&l.store, &l.key, &l.frames, run.clone()).await;
@@ -434,6 +485,7 @@ impl Fetcher {
         let me = self.clone();
         let (l2, run2) = (l.clone(), run.clone());
         let task = tokio::task::spawn_blocking(move || {
+            let _guard = PanicGuard::new(&me, layer, run2.clone().collect());
             let c0 = l2.frames[run2.start].c_off;
             let single = run2.len() == 1;
             let mut good = Vec::new();
@@ -446,7 +498,7 @@ impl Fetcher {
                     Some(b) => Bytes::copy_from_slice(b),
                     None => Bytes::new(),
                 };
-                match me.arrived(layer, i, bytes.clone()) {
+                match me.arrived(layer, i, bytes.clone(), false) {
                     Ok(()) => {
                         me.counters.frames_fetched.fetch_add(1, Ordering::Relaxed);
                         good.push((f.digest, bytes));
@@ -459,16 +511,8 @@ impl Fetcher {
             }
             good
         });
-        let good = match task.await {
-            Ok(good) => good,
-            Err(e) => {
-                // Frames already completed are no longer in flight, so this
-                // only fails the ones the task did not get to.
-                let idx: Vec<usize> = run.collect();
-                let e = Error::Store(format!("decompression task failed: {e}"));
-                return self.complete_all(layer, &idx, Arc::new(e));
-            }
-        };
+        // A panicked task failed its frames through its guard.
+        let Ok(good) = task.await else { return };
         if let Some(disk) = &self.disk {
             // Keep the verified compressed frames, keyed by digest.
             let disk = disk.clone();
@@ -483,15 +527,17 @@ impl Fetcher {
     /// Count and log a failed fetch or decode that a reader waits for (a
     /// background fetch nobody waits for fails quietly; a read retries it).
     fn fail(&self, layer: u32, l: &Layer, run: &Range<usize>, e: &Error) {
-        let waited = {
-            let inflight = self.inflight.lock();
-            run.clone()
-                .any(|i| inflight.get(&(layer, i as u32)).is_some_and(|w| !w.is_empty()))
-        };
-        if waited {
+        if self.awaited(layer, run) {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("{}: frames {}..{}: {e}", l.name, run.start, run.end);
         }
+    }
+
+    /// Does a reader wait on any frame of `run`?
+    fn awaited(&self, layer: u32, run: &Range<usize>) -> bool {
+        let inflight = self.inflight.lock();
+        run.clone()
+            .any(|i| inflight.get(&(layer, i as u32)).is_some_and(|w| !w.is_empty()))
     }
 
     /// Serve frame `i` from the disk cache; false if it is not there.
@@ -503,7 +549,8 @@ impl Fetcher {
             return false;
         };
         match disk.get(&f.digest) {
-            Some(raw) => self.arrived(layer, i, Bytes::from(raw)).is_ok(),
+            // The disk cache checked the digest.
+            Some(raw) => self.arrived(layer, i, Bytes::from(raw), true).is_ok(),
             None => false,
         }
     }
@@ -511,10 +558,12 @@ impl Fetcher {
     /// Frame `i` arrived compressed: check it and keep it; decode it if
     /// anyone waits for it. On error the frame is left in flight for the
     /// caller to fail or fetch elsewhere.
-    fn arrived(&self, layer: u32, i: usize, compressed: Bytes) -> Result<()> {
+    fn arrived(&self, layer: u32, i: usize, compressed: Bytes, checked: bool) -> Result<()> {
         let l = self.layer(layer)?;
         let f = l.frames.get(i).ok_or_else(|| Error::Store(format!("no frame {i}")))?;
-        check_frame(i, f, &compressed, &l.name)?;
+        if !checked {
+            check_frame(i, f, &compressed, &l.name)?;
+        }
         let k = (layer, i as u32);
         self.mem.lock().packed.put(k, compressed.clone());
         {
@@ -536,7 +585,7 @@ impl Fetcher {
         let f = l.frames.get(i).ok_or_else(|| Error::Store(format!("no frame {i}")))?;
         let k = (layer, i as u32);
         let full = f.u_len as usize;
-        let buf = self.mem.lock().spare.pop().unwrap_or_default();
+        let buf = self.mem.lock().spare_for(full);
         let data = decode_checked(i, f, compressed, &l.name, buf, |prefix| {
             let ready: Vec<Waiter> = {
                 let mut inflight = self.inflight.lock();
@@ -576,6 +625,30 @@ impl Fetcher {
     fn complete_all(&self, layer: u32, idx: &[usize], e: Arc<Error>) {
         for &i in idx {
             self.complete(layer, i, Err(e.clone()));
+        }
+    }
+}
+
+/// Fails the frames a task claimed if the task panics, so their readers get
+/// an error at once instead of waiting for their deadline (and later readers
+/// of those frames do not join a claim nobody will complete).
+struct PanicGuard<'a> {
+    fetcher: &'a Fetcher,
+    layer: u32,
+    frames: Vec<usize>,
+}
+
+impl<'a> PanicGuard<'a> {
+    fn new(fetcher: &'a Fetcher, layer: u32, frames: Vec<usize>) -> Self {
+        PanicGuard { fetcher, layer, frames }
+    }
+}
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let e = Arc::new(Error::Store("fetch task failed (see the log)".into()));
+            self.fetcher.complete_all(self.layer, &self.frames, e);
         }
     }
 }
@@ -642,10 +715,18 @@ mod tests {
     use crate::format::{Entry, Kind};
     use crate::snapshot::Chain;
 
-    /// A snapshot of one `len`-byte file in 64 KiB frames, and its bytes.
-    fn snapshot(rt: &tokio::runtime::Runtime, dir: &std::path::Path, len: u32) -> (Store, Vec<u8>) {
+    /// A snapshot of one `len`-byte file in 64 KiB frames, and its bytes
+    /// (`random`: incompressible, else about 3:1).
+    fn snapshot(rt: &tokio::runtime::Runtime, dir: &std::path::Path, len: u32, random: bool) -> (Store, Vec<u8>) {
+        let modulus = if random { 256 } else { 7 };
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
         let data: Vec<u8> = (0..len)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 % 7)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ((x >> 32) % modulus) as u8
+            })
             .collect();
         let store = crate::cmd::publish_test(rt, dir, |w: &mut SnapshotWriter<_>| {
             w.add(Entry::new(Vec::new(), Kind::Dir), None)?;
@@ -660,7 +741,7 @@ mod tests {
     fn frames_beyond_the_decoded_set_stay_in_memory_compressed() {
         let rt = tokio::runtime::Runtime::new().expect("rt");
         let dir = tempfile::tempdir().expect("tmp");
-        let (store, data) = snapshot(&rt, dir.path(), 12 << 20);
+        let (store, data) = snapshot(&rt, dir.path(), 12 << 20, false);
         let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
         let config = FetchConfig {
             memory: 16 << 20,
@@ -701,5 +782,46 @@ mod tests {
         assert_eq!(second.frames_fetched, first.frames_fetched);
         assert!(second.memory_hits > first.memory_hits);
         assert!(second.memory_bytes <= 16 << 20);
+    }
+
+    #[test]
+    fn a_reader_does_not_queue_behind_background_work() {
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        let dir = tempfile::tempdir().expect("tmp");
+        let (_, data) = snapshot(&rt, dir.path(), 2 << 20, true);
+        // Every store read takes 300 ms.
+        let local = Arc::new(crate::store::local::LocalStore::new(dir.path()).expect("store"));
+        let faults = crate::store::faulty::Faults {
+            slow: vec![0..u64::MAX / 2, u64::MAX / 2..u64::MAX],
+            delay: std::time::Duration::from_millis(300),
+            ..Default::default()
+        };
+        let store = Store::new(Arc::new(crate::store::faulty::FaultyStore::new(local, faults)));
+        let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
+        let n = chain.top().index.frames.len();
+        assert!(n >= 30, "{n} frames");
+        // One frame per request, two background requests at a time.
+        let config = FetchConfig {
+            max_request: 64 << 10,
+            ..FetchConfig::default()
+        };
+        let fetcher = Fetcher::new(chain.layers(&store), config).expect("fetcher");
+        {
+            let _g = rt.enter();
+            fetcher.fetch_background(0, 0..n);
+        }
+        let e = &chain.top().index.entries[chain.top().index.find(b"f").expect("f")];
+        let t0 = std::time::Instant::now();
+        // A frame in the middle: about n / 4 store reads queue ahead of it.
+        let mid = e.size / 2;
+        let got = rt
+            .block_on(fetcher.read(0, e.offset + mid..e.offset + mid + 100))
+            .expect("read");
+        let took = t0.elapsed();
+        assert_eq!(&got[..], &data[mid as usize..mid as usize + 100]);
+        assert!(
+            took < std::time::Duration::from_millis(1200),
+            "waited {took:?} behind prefetch"
+        );
     }
 }
