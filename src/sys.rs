@@ -163,6 +163,22 @@ pub fn return_large_allocations() {
     }
 }
 
+/// Map in all pages of `buf`'s spare capacity with one call instead of one
+/// page fault per page as a decoder fills it (page faults are expensive in
+/// VMs). Best effort: kernels before 5.14 lack `MADV_POPULATE_WRITE`.
+pub fn prefault(buf: &mut Vec<u8>) {
+    let spare = buf.spare_capacity_mut();
+    let start = spare.as_mut_ptr() as usize;
+    let (first, last) = ((start + 4095) & !4095, (start + spare.len()) & !4095);
+    if last > first {
+        // SAFETY: the range lies within memory this Vec owns; populating
+        // pages does not change their contents.
+        unsafe {
+            libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_POPULATE_WRITE);
+        }
+    }
+}
+
 /// Mount kernel overlayfs at `target` with the given option string.
 pub fn mount_overlay(target: &Path, options: &str) -> io::Result<()> {
     let t = cpath(target)?;

@@ -196,7 +196,7 @@ impl Fetcher {
             .map(|f| f.u_len)
             .max()
             .unwrap_or(0);
-        let hot = (config.memory / 8).clamp(4 << 20, 32 << 20).max(HOT_FRAMES * largest);
+        let hot = (config.memory / 32).clamp(4 << 20, 16 << 20).max(HOT_FRAMES * largest);
         let packed = config.memory.saturating_sub(inflight + hot).max(config.memory / 4);
         Ok(Arc::new(Fetcher {
             layers,

@@ -91,7 +91,10 @@ pub fn decode_checked(
         let zerr = |c: usize| corrupt(format!("zstd: {}", zstd::zstd_safe::get_error_name(c)));
         dctx.reset(ResetDirective::SessionOnly).map_err(zerr)?;
         out.clear();
-        out.reserve_exact(u_len);
+        if out.capacity() < u_len {
+            out.reserve_exact(u_len);
+            crate::sys::prefault(&mut out);
+        }
         let mut finished = false;
         for chunk in compressed.chunks(DECODE_STEP) {
             if finished {
