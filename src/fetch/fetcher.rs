@@ -196,7 +196,11 @@ impl Fetcher {
             .map(|f| f.u_len)
             .max()
             .unwrap_or(0);
-        let hot = (config.memory / 32).clamp(4 << 20, 16 << 20).max(HOT_FRAMES * largest);
+        let hot = (config.memory / 32)
+            .clamp(4 << 20, 16 << 20)
+            .max(HOT_FRAMES * largest)
+            .min(config.memory / 2)
+            .max(largest);
         let packed = config.memory.saturating_sub(inflight + hot).max(config.memory / 4);
         Ok(Arc::new(Fetcher {
             layers,
@@ -408,7 +412,6 @@ impl Fetcher {
                 let me = self.clone();
                 let hit = tokio::task::spawn_blocking(move || me.disk_get(layer, i)).await;
                 if let Ok(true) = hit {
-                    self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
             }
@@ -499,10 +502,7 @@ impl Fetcher {
                     None => Bytes::new(),
                 };
                 match me.arrived(layer, i, bytes.clone(), false) {
-                    Ok(()) => {
-                        me.counters.frames_fetched.fetch_add(1, Ordering::Relaxed);
-                        good.push((f.digest, bytes));
-                    }
+                    Ok(()) => good.push((f.digest, bytes)),
                     Err(e) => {
                         me.fail(layer, &l2, &(i..i + 1), &e);
                         me.complete(layer, i, Err(Arc::new(e)));
@@ -548,11 +548,12 @@ impl Fetcher {
         let Some(f) = self.layer(layer).ok().and_then(|l| l.frames.get(i)) else {
             return false;
         };
-        match disk.get(&f.digest) {
-            // The disk cache checked the digest.
-            Some(raw) => self.arrived(layer, i, Bytes::from(raw), true).is_ok(),
-            None => false,
-        }
+        let Some(raw) = disk.get(&f.digest) else {
+            return false;
+        };
+        // The disk cache checked the digest.
+        self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
+        self.arrived(layer, i, Bytes::from(raw), true).is_ok()
     }
 
     /// Frame `i` arrived compressed: check it and keep it; decode it if
@@ -563,6 +564,9 @@ impl Fetcher {
         let f = l.frames.get(i).ok_or_else(|| Error::Store(format!("no frame {i}")))?;
         if !checked {
             check_frame(i, f, &compressed, &l.name)?;
+            // Counted before any reader is answered, so a reader that sees
+            // its bytes also sees the fetch in the stats.
+            self.counters.frames_fetched.fetch_add(1, Ordering::Relaxed);
         }
         let k = (layer, i as u32);
         self.mem.lock().packed.put(k, compressed.clone());
@@ -823,5 +827,55 @@ mod tests {
             took < std::time::Duration::from_millis(1200),
             "waited {took:?} behind prefetch"
         );
+    }
+
+    #[test]
+    fn readers_of_one_frame_each_get_their_bytes() {
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        let dir = tempfile::tempdir().expect("tmp");
+        let (_, data) = snapshot(&rt, dir.path(), 1 << 20, false);
+        // A slow store, so every reader joins the same fetch of the frame.
+        let local = Arc::new(crate::store::local::LocalStore::new(dir.path()).expect("store"));
+        let faults = crate::store::faulty::Faults {
+            slow: vec![0..u64::MAX / 2, u64::MAX / 2..u64::MAX],
+            delay: std::time::Duration::from_millis(100),
+            ..Default::default()
+        };
+        let store = Store::new(Arc::new(crate::store::faulty::FaultyStore::new(local, faults)));
+        let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
+        let fetcher = Fetcher::new(chain.layers(&store), FetchConfig::default()).expect("fetcher");
+        let e = &chain.top().index.entries[chain.top().index.find(b"f").expect("f")];
+        let frames = &chain.top().index.frames;
+        // Frame 3 of the file: reads of its first byte, its start, its middle,
+        // up to its very end (a slice of the finished frame), the whole
+        // frame, and across into the next frame.
+        let f = frames[frame_range(frames, e.offset + (3 << 16)..e.offset + (3 << 16) + 1).start];
+        let end = f.u_off + f.u_len;
+        let ranges = [
+            f.u_off..f.u_off + 1,
+            f.u_off..f.u_off + 4096,
+            f.u_off + 30_000..f.u_off + 40_000,
+            end - 100..end,
+            f.u_off..end,
+            end - 10..end + 10,
+        ];
+        let got = rt.block_on(async {
+            let reads = ranges.iter().map(|r| {
+                let f = fetcher.clone();
+                let r = r.clone();
+                tokio::spawn(async move { f.read(0, r).await })
+            });
+            let mut out = Vec::new();
+            for h in reads.collect::<Vec<_>>() {
+                out.push(h.await.expect("task").expect("read"));
+            }
+            out
+        });
+        for (r, b) in ranges.iter().zip(&got) {
+            let s = (r.start - e.offset) as usize;
+            assert!(b[..] == data[s..s + (r.end - r.start) as usize], "{r:?}");
+        }
+        // One fetch of the frame, shared by every reader.
+        assert_eq!(fetcher.stats().frames_fetched, 2, "{:?}", fetcher.stats());
     }
 }
