@@ -119,6 +119,17 @@ pub fn fusermount(args: &[&str], mnt: &Path) -> Result<bool> {
     Ok(out.status.success())
 }
 
+/// Where `fusermount3` is, from `PATH`, as a UTF-8 path. Handing it to the
+/// daemon as `FUSERMOUNT_PATH` spares fuser its probe (it runs each
+/// candidate with `-h` before mounting).
+pub fn fusermount_path() -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("fusermount3"))
+        .find(|p| p.is_file())
+        .and_then(|p| p.to_str().map(str::to_string))
+}
+
 /// Open `name` in `store` and mount it read-only at `mnt`. Returns once the
 /// mount answers (a `stat` of the mount point succeeded). Must be called
 /// from outside the runtime whose handle is given.

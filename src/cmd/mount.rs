@@ -171,6 +171,11 @@ pub fn spawn_daemon(args: &[std::ffi::OsString], mnt: &Path) -> Result<()> {
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let wr_raw = fds[1];
     let mut cmd = Command::new(exe);
+    if std::env::var_os("FUSERMOUNT_PATH").is_none() {
+        if let Some(p) = crate::mount::fusermount_path() {
+            cmd.env("FUSERMOUNT_PATH", p);
+        }
+    }
     cmd.args(args)
         .arg("--foreground")
         .env("LAZYSNAP_READY_FD", "3")
