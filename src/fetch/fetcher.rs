@@ -741,6 +741,17 @@ mod tests {
         (store, data)
     }
 
+    /// The local store at `dir`, every read delayed by `ms`.
+    fn slow_store(dir: &std::path::Path, ms: u64) -> Store {
+        let local = Arc::new(crate::store::local::LocalStore::new(dir).expect("store"));
+        let faults = crate::store::faulty::Faults {
+            slow: vec![0..u64::MAX / 2, u64::MAX / 2..u64::MAX],
+            delay: std::time::Duration::from_millis(ms),
+            ..Default::default()
+        };
+        Store::new(Arc::new(crate::store::faulty::FaultyStore::new(local, faults)))
+    }
+
     #[test]
     fn frames_beyond_the_decoded_set_stay_in_memory_compressed() {
         let rt = tokio::runtime::Runtime::new().expect("rt");
@@ -794,13 +805,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (_, data) = snapshot(&rt, dir.path(), 2 << 20, true);
         // Every store read takes 300 ms.
-        let local = Arc::new(crate::store::local::LocalStore::new(dir.path()).expect("store"));
-        let faults = crate::store::faulty::Faults {
-            slow: vec![0..u64::MAX / 2, u64::MAX / 2..u64::MAX],
-            delay: std::time::Duration::from_millis(300),
-            ..Default::default()
-        };
-        let store = Store::new(Arc::new(crate::store::faulty::FaultyStore::new(local, faults)));
+        let store = slow_store(dir.path(), 300);
         let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
         let n = chain.top().index.frames.len();
         assert!(n >= 30, "{n} frames");
@@ -835,13 +840,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (_, data) = snapshot(&rt, dir.path(), 1 << 20, false);
         // A slow store, so every reader joins the same fetch of the frame.
-        let local = Arc::new(crate::store::local::LocalStore::new(dir.path()).expect("store"));
-        let faults = crate::store::faulty::Faults {
-            slow: vec![0..u64::MAX / 2, u64::MAX / 2..u64::MAX],
-            delay: std::time::Duration::from_millis(100),
-            ..Default::default()
-        };
-        let store = Store::new(Arc::new(crate::store::faulty::FaultyStore::new(local, faults)));
+        let store = slow_store(dir.path(), 100);
         let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
         let fetcher = Fetcher::new(chain.layers(&store), FetchConfig::default()).expect("fetcher");
         let e = &chain.top().index.entries[chain.top().index.find(b"f").expect("f")];
