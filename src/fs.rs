@@ -246,13 +246,9 @@ impl Fs {
             return;
         }
         let ahead = e.offset + end..e.offset + e.size.min(end + window);
-        let frames = match self.fetcher.layers().get(layer as usize) {
-            Some(l) => frame_range(&l.frames, ahead),
-            None => return,
-        };
-        let missing = self.fetcher.missing(layer, frames);
-        if let (Some(&a), Some(&b)) = (missing.first(), missing.last()) {
-            self.fetcher.fetch_background(layer, a..b + 1);
+        // Frames already in memory or on their way are skipped there.
+        if let Some(l) = self.fetcher.layers().get(layer as usize) {
+            self.fetcher.fetch_background(layer, frame_range(&l.frames, ahead));
         }
     }
 

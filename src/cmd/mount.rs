@@ -220,12 +220,14 @@ pub fn spawn_daemon(args: &[std::ffi::OsString], mnt: &Path) -> Result<()> {
     }
 }
 
+/// The readiness pipe the parent passed us, if any.
+fn ready_fd() -> Option<i32> {
+    std::env::var("LAZYSNAP_READY_FD").ok()?.parse().ok()
+}
+
 /// Tell the parent (if any) that the mount is ready, or why it failed.
 fn report_ready(res: &Result<()>) {
-    let Some(fd) = std::env::var("LAZYSNAP_READY_FD")
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
+    let Some(fd) = ready_fd() else {
         return;
     };
     std::env::remove_var("LAZYSNAP_READY_FD");
@@ -247,10 +249,7 @@ pub fn run_foreground(
     opts: MountOptions,
     writable: Option<Option<PathBuf>>,
 ) -> Result<()> {
-    if let Some(fd) = std::env::var("LAZYSNAP_READY_FD")
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    {
+    if let Some(fd) = ready_fd() {
         // Keep the readiness pipe out of processes we start (fusermount3).
         // SAFETY: fcntl on a descriptor number has no memory effects.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };

@@ -312,18 +312,6 @@ impl Fetcher {
         }
     }
 
-    /// Frames that are neither in memory nor being fetched.
-    pub fn missing(&self, layer: u32, range: Range<usize>) -> Vec<usize> {
-        let mem = self.mem.lock();
-        let inflight = self.inflight.lock();
-        range
-            .filter(|&i| {
-                let k = (layer, i as u32);
-                !mem.hot.contains(&k) && !mem.packed.contains(&k) && !inflight.contains_key(&k)
-            })
-            .collect()
-    }
-
     /// Bytes `want` of each frame `i` of `layer`, for each `(i, want)` (frame
     /// numbers ascending and in range, `want` within the frame).
     async fn parts(self: &Arc<Self>, layer: u32, wants: Vec<(usize, Range<usize>)>) -> Result<Vec<Bytes>> {

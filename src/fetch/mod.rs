@@ -25,7 +25,8 @@ pub const MAX_REQUEST: u64 = 8 << 20;
 
 /// Check a compressed frame and decompress it.
 pub fn decode_frame(no: usize, f: &Frame, compressed: &[u8], what: &str) -> Result<Bytes> {
-    decode_frame_with(no, f, compressed, what, Vec::new(), |_| {})
+    check_frame(no, f, compressed, what)?;
+    decode_checked(no, f, compressed, what, Vec::new(), |_| {})
 }
 
 /// Compressed bytes handed to the decoder per step. zstd decodes whole
@@ -36,22 +37,6 @@ const DECODE_STEP: usize = 16 << 10;
 thread_local! {
     /// One decompression context per (blocking) thread, reused across frames.
     static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
-}
-
-/// Check a compressed frame and decompress it step by step, calling
-/// `progress` with the decoded prefix after each step; returns the whole
-/// frame. The digest is checked before anything is decoded, so every prefix
-/// handed out is authentic.
-pub fn decode_frame_with(
-    no: usize,
-    f: &Frame,
-    compressed: &[u8],
-    what: &str,
-    out: Vec<u8>,
-    progress: impl FnMut(&[u8]),
-) -> Result<Bytes> {
-    check_frame(no, f, compressed, what)?;
-    decode_checked(no, f, compressed, what, out, progress)
 }
 
 /// Check a compressed frame's length and digest.
@@ -65,7 +50,10 @@ pub fn check_frame(no: usize, f: &Frame, compressed: &[u8], what: &str) -> Resul
     Ok(())
 }
 
-/// [`decode_frame_with`] for a frame that already passed [`check_frame`].
+/// Decompress a frame that passed [`check_frame`] step by step into `out`
+/// (a reused buffer, or empty), calling `progress` with the decoded prefix
+/// after each step; returns the whole frame. Checking first means every
+/// prefix handed out is authentic.
 pub fn decode_checked(
     no: usize,
     f: &Frame,
@@ -270,7 +258,8 @@ mod tests {
         let z = zstd::bulk::compress(&plain, 3).expect("compress");
         let f = frame_of(&plain, &z);
         let mut seen = Vec::new();
-        let out = decode_frame_with(0, &f, &z, "t", Vec::new(), |p| {
+        check_frame(0, &f, &z, "t").expect("check");
+        let out = decode_checked(0, &f, &z, "t", Vec::new(), |p| {
             assert_eq!(p, &plain[..p.len()]);
             seen.push(p.len());
         })
@@ -282,7 +271,7 @@ mod tests {
         assert!(seen.iter().any(|&n| n > 0 && n <= 256 << 10), "{seen:?}");
         assert_eq!(seen.last(), Some(&plain.len()));
         // A reused buffer and context decode the same.
-        let again = decode_frame_with(0, &f, &z, "t", vec![7; 3], |_| {}).expect("decode again");
+        let again = decode_checked(0, &f, &z, "t", vec![7; 3], |_| {}).expect("decode again");
         assert_eq!(again, out);
     }
 
@@ -290,7 +279,7 @@ mod tests {
     fn authentic_but_malformed_frames_are_errors_not_data() {
         let plain = sample(300_000);
         let z = zstd::bulk::compress(&plain, 3).expect("compress");
-        let err = |c: &[u8], f: &Frame| match decode_frame_with(3, f, c, "snap", Vec::new(), |_| {}) {
+        let err = |c: &[u8], f: &Frame| match decode_frame(3, f, c, "snap") {
             Err(e) => e.to_string(),
             Ok(_) => panic!("decoded"),
         };
