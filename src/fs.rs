@@ -345,7 +345,7 @@ mod tests {
     /// A small snapshot served by an `Fs`, no FUSE involved.
     fn fixture(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Fs {
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let store = crate::cmd::publish_test(rt, dir, |w: &mut SnapshotWriter<_>| {
+        let store = crate::build::publish::publish_test(rt, dir, |w: &mut SnapshotWriter<_>| {
             w.add(entry("", Kind::Dir, 0o755), None)?;
             w.add(entry("d", Kind::Dir, 0o750), None)?;
             let mut f = entry("d/big", Kind::File, 0o644);

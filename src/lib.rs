@@ -6,6 +6,7 @@
 //! [`fetch`] (frames: ranged reads, digests, decompression) → [`cmd`] (the
 //! operations behind the CLI).
 
+pub mod build;
 pub mod cmd;
 pub mod error;
 pub mod fetch;
@@ -15,7 +16,6 @@ pub mod fuse;
 pub mod layer;
 pub mod mount;
 pub mod progress;
-pub mod save;
 pub mod snapshot;
 pub mod store;
 pub mod sys;

@@ -332,8 +332,8 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
         } => {
             let st = open_store(&store)?;
             let res = match parent {
-                Some(p) => cmd::create::create_diff(h, &st, &name, &dir, &p, checksum, writer_opts(&write)?),
-                None => cmd::create::create(h, &st, &name, &dir, writer_opts(&write)?),
+                Some(p) => lazysnap::build::create_diff(h, &st, &name, &dir, &p, checksum, writer_opts(&write)?),
+                None => lazysnap::build::create(h, &st, &name, &dir, writer_opts(&write)?),
             };
             if stats {
                 eprintln!("{}", st.stats().json());
@@ -347,7 +347,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             name,
             write,
         } => {
-            let w = cmd::import::import(h, &open_store(&store)?, &name, &file, writer_opts(&write)?)?;
+            let w = lazysnap::build::import::import(h, &open_store(&store)?, &name, &file, writer_opts(&write)?)?;
             report_written(&name, &w, t0.elapsed().as_secs_f64());
         }
         Command::Inspect { name, store, json } => {
@@ -503,7 +503,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             })?;
             let uri = store.map_or(rec.store.clone(), |s| s.to_string_lossy().into_owned());
             let st = Store::open(&uri)?;
-            let w = lazysnap::save::save(h, &st, &rec.name, &upper.join("upper"), &name, writer_opts(&write)?)?;
+            let w = lazysnap::build::save(h, &st, &rec.name, &upper.join("upper"), &name, writer_opts(&write)?)?;
             report_written(&name, &w, t0.elapsed().as_secs_f64());
         }
         Command::Umount { mountpoint } => {
@@ -542,7 +542,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             new,
             write,
         } => {
-            let w = cmd::squash::squash(h, &open_store(&store)?, &name, &new, writer_opts(&write)?)?;
+            let w = lazysnap::build::squash::squash(h, &open_store(&store)?, &name, &new, writer_opts(&write)?)?;
             report_written(&new, &w, t0.elapsed().as_secs_f64());
         }
         Command::Diff { name, store, json } => {

@@ -499,7 +499,7 @@ fn prefetch_list_is_fetched_in_the_background_at_mount() {
         ],
         ..Default::default()
     };
-    lazysnap::cmd::create::create(rt.handle(), &store, "p", &src, opts).expect("create");
+    lazysnap::build::create(rt.handle(), &store, "p", &src, opts).expect("create");
     let snap = rt.block_on(Snapshot::open(&store, "p")).expect("open");
     assert_eq!(snap.index.prefetch.len(), 2);
 

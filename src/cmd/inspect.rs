@@ -301,7 +301,7 @@ pub fn diff(rt: &Handle, store: &Store, name: &str) -> Result<Vec<Change>> {
             (Kind::Whiteout, None) => continue,
             (_, None) => ('A', e.kind),
             (_, Some(b)) => {
-                let same = crate::cmd::create::same_meta(e, b) && e.digest == b.digest && !e.is_opaque();
+                let same = crate::build::walk::same_meta(e, b) && e.digest == b.digest && !e.is_opaque();
                 if same {
                     continue;
                 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
-use super::import::entry_from_tar;
+use crate::build::import::entry_from_tar;
 use crate::error::{Error, Result};
 use crate::fetch::stream::{stream_frames, StreamReader};
 use crate::format::tarhdr::{OPAQUE_MARKER, WHITEOUT_PREFIX};

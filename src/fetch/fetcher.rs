@@ -720,7 +720,7 @@ mod tests {
                 ((x >> 32) % modulus) as u8
             })
             .collect();
-        let store = crate::cmd::publish_test(rt, dir, |w: &mut SnapshotWriter<_>| {
+        let store = crate::build::publish::publish_test(rt, dir, |w: &mut SnapshotWriter<_>| {
             w.add(Entry::new(Vec::new(), Kind::Dir), None)?;
             let mut f = Entry::new(b"f".to_vec(), Kind::File);
             f.size = data.len() as u64;

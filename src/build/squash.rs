@@ -7,7 +7,7 @@
 
 use tokio::runtime::Handle;
 
-use super::publish;
+use super::publish::publish;
 use crate::error::Result;
 use crate::fetch::fetcher::{BlockingReader, FetchConfig, Fetcher};
 use crate::format::writer::{WriterOptions, Written};

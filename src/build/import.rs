@@ -11,7 +11,7 @@ use std::path::Path;
 
 use tokio::runtime::Handle;
 
-use super::publish;
+use super::publish::publish;
 use crate::error::{Error, IoContext, Result};
 use crate::format::writer::{WriterOptions, Written};
 use crate::format::{path, Entry, Kind};

@@ -1,0 +1,329 @@
+//! The one directory walker behind `create`, `create --parent` and `save`.
+//!
+//! A tree is visited depth first in bytewise name order (tar and index
+//! order) and fed to a [`SnapshotWriter`]. What the walk is compared with is
+//! its [`Base`]:
+//! - [`Base::Full`]: nothing; every entry is written.
+//! - [`Base::View`]: a chain's merged view, for a plain directory
+//!   (`create --parent`): entries equal to the view are left out, names the
+//!   view has and the directory lacks become whiteouts.
+//! - [`Base::Upper`]: a chain's merged view under an overlayfs upper dir
+//!   (`save`): the upper dir holds only what changed; whiteouts are
+//!   character devices 0/0 and replaced directories carry
+//!   `trusted.overlay.opaque=y`. Overlay's own xattrs are never saved.
+//!
+//! In both diff bases a directory is written only when it changed or
+//! something beneath it is written (then it precedes its children, as tar
+//! needs), and lower data is never read: only local files are hashed.
+//! Hardlinks are normalised here once: the first name of an inode that is
+//! written carries the data, later names are links to it.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::writer::SnapshotWriter;
+use crate::format::{path, Digest, Entry, Kind, FLAG_OPAQUE};
+use crate::layer::{Tree, ROOT};
+use crate::sys;
+
+/// Prefix of the xattrs overlayfs keeps for itself in an upper dir.
+const OVERLAY_XATTRS: &[u8] = b"trusted.overlay.";
+/// Marks an upper directory that replaced (hides) a lower one.
+const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+
+/// What a walked tree is compared with; see the module docs.
+#[derive(Clone, Copy)]
+pub enum Base<'a> {
+    /// Write everything.
+    Full,
+    /// A plain directory against a view; `checksum` also compares content
+    /// when size and mtime agree.
+    View {
+        /// The merged view of the parent chain.
+        tree: &'a Tree,
+        /// Hash local files whose metadata matches.
+        checksum: bool,
+    },
+    /// An overlayfs upper dir over a view.
+    Upper {
+        /// The merged view of the mounted chain.
+        tree: &'a Tree,
+    },
+}
+
+impl<'a> Base<'a> {
+    fn tree(&self) -> Option<&'a Tree> {
+        match *self {
+            Base::Full => None,
+            Base::View { tree, .. } | Base::Upper { tree } => Some(tree),
+        }
+    }
+}
+
+/// Walks one tree into a writer; see the module docs.
+pub struct Walker<'a> {
+    base: Base<'a>,
+    /// (dev, ino) of multiply-linked files written so far -> first path.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    /// Directories entered but not written yet (written when something
+    /// beneath them is).
+    pending: Vec<Entry>,
+}
+
+impl<'a> Walker<'a> {
+    /// A walker comparing against `base`.
+    pub fn new(base: Base<'a>) -> Walker<'a> {
+        Walker {
+            base,
+            links: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Walk the directory `root` into `w`.
+    pub fn walk<W: std::io::Write + Send + 'static>(&mut self, w: &mut SnapshotWriter<W>, root: &Path) -> Result<()> {
+        let meta = std::fs::symlink_metadata(root).ctx(|| root.display().to_string())?;
+        if !meta.is_dir() {
+            return Err(Error::Usage(format!("{}: not a directory", root.display())));
+        }
+        let lower = self.base.tree().map(|_| ROOT);
+        self.visit(w, root, Vec::new(), &meta, lower)
+    }
+
+    fn lower_entry(&self, ino: Option<u64>) -> Option<(&'a crate::layer::Node, &'a Entry)> {
+        let tree = self.base.tree()?;
+        let n = tree.node(ino?)?;
+        Some((n, tree.entry(n)))
+    }
+
+    fn emit<W: std::io::Write + Send + 'static>(
+        &mut self,
+        w: &mut SnapshotWriter<W>,
+        e: Entry,
+        data: Option<&mut dyn Read>,
+    ) -> Result<()> {
+        for d in std::mem::take(&mut self.pending) {
+            w.add(d, None)?;
+        }
+        w.add(e, data)
+    }
+
+    /// Is `e` (at `abs`) the same as its lower entry, so the diff can leave
+    /// it out? Only the local file is ever hashed.
+    fn unchanged(&self, abs: &Path, e: &Entry, meta: &Metadata, lower: Option<&Entry>) -> Result<bool> {
+        let Some(low) = lower else {
+            return Ok(false);
+        };
+        if !same_meta(e, low) {
+            return Ok(false);
+        }
+        if e.kind != Kind::File {
+            return Ok(true);
+        }
+        match self.base {
+            Base::Full => Ok(false),
+            Base::View { checksum, .. } => Ok(!checksum || digest_of(abs)? == low.digest),
+            // A copy-up always rewrote the data: compare it.
+            Base::Upper { .. } => Ok(meta.nlink() == 1 && digest_of(abs)? == low.digest),
+        }
+    }
+
+    fn visit<W: std::io::Write + Send + 'static>(
+        &mut self,
+        w: &mut SnapshotWriter<W>,
+        abs: &Path,
+        rel: Vec<u8>,
+        meta: &Metadata,
+        lower_ino: Option<u64>,
+    ) -> Result<()> {
+        let upper = matches!(self.base, Base::Upper { .. });
+        if upper && meta.file_type().is_char_device() && meta.rdev() == 0 {
+            let mut wh = Entry::new(rel, Kind::Whiteout);
+            wh.mtime = meta.mtime();
+            wh.mtime_nsec = meta.mtime_nsec() as u32;
+            return self.emit(w, wh, None);
+        }
+        let Some(mut e) = entry_from_meta(abs, rel.clone(), meta)? else {
+            return Ok(());
+        };
+        let mut opaque = false;
+        if upper {
+            opaque = e.xattrs.iter().any(|(k, v)| k == OPAQUE_XATTR && v == b"y");
+            e.xattrs.retain(|(k, _)| !k.starts_with(OVERLAY_XATTRS));
+        }
+        let lower = self.lower_entry(lower_ino);
+        let same = self.unchanged(abs, &e, meta, lower.map(|(_, le)| le))?;
+        match e.kind {
+            Kind::Dir => {
+                // An opaque directory hides every lower child.
+                let lower_children: &[(Box<[u8]>, u64)] = match lower {
+                    Some((n, le)) if le.kind == Kind::Dir && !opaque => &n.children,
+                    _ => &[],
+                };
+                if opaque && !rel.is_empty() {
+                    e.flags = FLAG_OPAQUE;
+                }
+                let diff = !matches!(self.base, Base::Full);
+                if diff && same && !opaque && !rel.is_empty() {
+                    self.pending.push(e);
+                } else {
+                    self.emit(w, e, None)?;
+                }
+                let depth = self.pending.len();
+                let names = sorted_names(abs)?;
+                if matches!(self.base, Base::View { .. }) {
+                    // What the directory no longer has.
+                    for (lname, _) in lower_children {
+                        if names.binary_search_by(|n| n.as_bytes().cmp(lname)).is_err() {
+                            let mut wh = Entry::new(path::join(&rel, lname), Kind::Whiteout);
+                            wh.mtime = meta.mtime();
+                            self.emit(w, wh, None)?;
+                        }
+                    }
+                }
+                for n in names {
+                    let child = abs.join(&n);
+                    let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
+                    let li = lower_children
+                        .binary_search_by(|(c, _)| c.as_ref().cmp(n.as_bytes()))
+                        .ok()
+                        .map(|i| lower_children[i].1);
+                    self.visit(w, &child, path::join(&rel, n.as_bytes()), &m, li)?;
+                }
+                // Nothing beneath changed: this directory is not written.
+                self.pending.truncate(depth.saturating_sub(1).min(self.pending.len()));
+                Ok(())
+            }
+            _ if same => Ok(()),
+            Kind::File => {
+                let before = (meta.len(), meta.mtime(), meta.mtime_nsec());
+                let (e, mut f) = link_or_open(&mut self.links, abs, &rel, meta, e)?;
+                self.emit(w, e, f.as_mut().map(|f| f as &mut dyn Read))?;
+                // Written while we read it: the snapshot would hold a mix.
+                let m = std::fs::symlink_metadata(abs).ctx(|| abs.display().to_string())?;
+                if (m.len(), m.mtime(), m.mtime_nsec()) != before {
+                    return Err(Error::refused(
+                        path::display(&rel),
+                        "changed while it was being saved; nothing was published, try again",
+                    ));
+                }
+                Ok(())
+            }
+            _ => self.emit(w, e, None),
+        }
+    }
+}
+
+/// Build an index entry from a file's metadata (data fields left empty).
+/// Sockets have no place in a snapshot: `None`.
+pub fn entry_from_meta(p: &Path, rel: Vec<u8>, m: &Metadata) -> Result<Option<Entry>> {
+    let ft = m.file_type();
+    let kind = if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_char_device() {
+        Kind::Char
+    } else if ft.is_block_device() {
+        Kind::Block
+    } else {
+        tracing::warn!("{}: socket skipped", p.display());
+        return Ok(None);
+    };
+    let mut e = Entry::new(rel, kind);
+    e.mode = m.mode() & 0o7777;
+    e.uid = m.uid();
+    e.gid = m.gid();
+    e.mtime = m.mtime();
+    e.mtime_nsec = m.mtime_nsec() as u32;
+    if kind == Kind::File {
+        e.size = m.len();
+    }
+    if kind == Kind::Symlink {
+        e.link = std::fs::read_link(p)
+            .ctx(|| p.display().to_string())?
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+    }
+    if matches!(kind, Kind::Char | Kind::Block) {
+        let rdev = m.rdev();
+        e.dev_major = libc::major(rdev);
+        e.dev_minor = libc::minor(rdev);
+    }
+    e.xattrs = sys::xattrs(p).ctx(|| format!("{}: reading xattrs", p.display()))?;
+    Ok(Some(e))
+}
+
+/// A regular file as the writer needs it: a hardlink to an earlier name of
+/// the same inode (no data), or the entry with its file opened for reading.
+fn link_or_open(
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
+    abs: &Path,
+    rel: &[u8],
+    meta: &Metadata,
+    mut e: Entry,
+) -> Result<(Entry, Option<File>)> {
+    if meta.nlink() > 1 {
+        let key = (meta.dev(), meta.ino());
+        if let Some(first) = links.get(&key) {
+            e.kind = Kind::Hardlink;
+            e.link = first.clone();
+            return Ok((e, None));
+        }
+        links.insert(key, rel.to_vec());
+    }
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(abs)
+        .ctx(|| abs.display().to_string())?;
+    Ok((e, Some(f)))
+}
+
+/// The names in directory `abs`, sorted bytewise (tar and index order).
+fn sorted_names(abs: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut names = Vec::new();
+    for ent in std::fs::read_dir(abs).ctx(|| abs.display().to_string())? {
+        names.push(ent.ctx(|| abs.display().to_string())?.file_name());
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+/// Do a local entry and a lower entry have the same metadata?
+pub fn same_meta(e: &Entry, lower: &Entry) -> bool {
+    let kind = |k: Kind| if k == Kind::Hardlink { Kind::File } else { k };
+    kind(e.kind) == kind(lower.kind)
+        && e.mode == lower.mode
+        && e.uid == lower.uid
+        && e.gid == lower.gid
+        && e.mtime == lower.mtime
+        && e.mtime_nsec == lower.mtime_nsec
+        && e.size == lower.size
+        && e.link
+            == if lower.kind == Kind::Symlink {
+                lower.link.clone()
+            } else {
+                Vec::new()
+            }
+        && e.xattrs == lower.xattrs
+        && (e.dev_major, e.dev_minor) == (lower.dev_major, lower.dev_minor)
+}
+
+/// Content digest of a local file.
+fn digest_of(p: &Path) -> Result<Digest> {
+    let mut f = File::open(p).ctx(|| p.display().to_string())?;
+    let mut h = blake3::Hasher::new();
+    std::io::copy(&mut f, &mut h).ctx(|| p.display().to_string())?;
+    Ok(crate::format::truncate(h.finalize()))
+}
