@@ -23,7 +23,7 @@ pub fn squash(rt: &Handle, store: &Store, name: &str, new: &str, opts: WriterOpt
     let fetcher = Fetcher::new(chain.layers(store), FetchConfig::default())?;
     let total: u64 = tree
         .names()
-        .filter(|(_, e, _)| e.kind == Kind::File)
+        .filter(|(_, e, same_as)| e.kind.has_data() && same_as.is_none())
         .map(|(_, e, _)| e.size)
         .sum();
     let pb = progress::bytes(Some(total), "squash");
@@ -34,17 +34,20 @@ pub fn squash(rt: &Handle, store: &Store, name: &str, new: &str, opts: WriterOpt
     };
     publish(rt, store, new, opts, pb.clone(), |w| {
         let mut links: Vec<Entry> = Vec::new();
-        for (layer, e, alias) in tree.names() {
+        for (layer, e, same_as) in tree.names() {
             let mut e = e.clone();
             e.flags = 0;
+            if let Some(first) = same_as {
+                // Shares an inode with an earlier name: written as a link
+                // to it once every file is in.
+                e.kind = Kind::Hardlink;
+                e.link = first.to_vec();
+                links.push(e);
+                continue;
+            }
             if e.kind == Kind::Hardlink {
-                if alias {
-                    // Shares an inode with a file of the same layer: written
-                    // as a link once every file is in.
-                    links.push(e);
-                    continue;
-                }
-                // Its target was replaced above it: it keeps its own data.
+                // The first surviving name of a group whose file was
+                // deleted or replaced above it: it carries the data.
                 e.kind = Kind::File;
                 e.link.clear();
             }

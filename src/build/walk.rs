@@ -26,6 +26,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
+use crate::format::tarhdr::WHITEOUT_PREFIX;
 use crate::format::writer::SnapshotWriter;
 use crate::format::{path, Digest, Entry, Kind, FLAG_OPAQUE};
 use crate::layer::{Tree, ROOT};
@@ -35,6 +36,16 @@ use crate::sys;
 const OVERLAY_XATTRS: &[u8] = b"trusted.overlay.";
 /// Marks an upper directory that replaced (hides) a lower one.
 const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+/// Overlay xattrs that change nothing about what the upper dir means: where
+/// a copy-up came from, "this directory holds copy-ups", the identity of the
+/// overlay that used this upper dir. Any other
+/// (redirects, metacopy, index link counts, xwhiteouts) means the upper dir
+/// was used with features `save` does not model, so it refuses.
+const HARMLESS_OVERLAY_XATTRS: &[&[u8]] = &[
+    b"trusted.overlay.origin",
+    b"trusted.overlay.impure",
+    b"trusted.overlay.uuid",
+];
 
 /// What a walked tree is compared with; see the module docs.
 #[derive(Clone, Copy)]
@@ -73,6 +84,11 @@ pub struct Walker<'a> {
     /// Directories entered but not written yet (written when something
     /// beneath them is).
     pending: Vec<Entry>,
+    /// [`Base::View`]: every multiply-linked local file's names in the tree.
+    local_groups: HashMap<(u64, u64), Vec<Vec<u8>>>,
+    /// [`Base::View`]: whether each local hardlink group is written (decided
+    /// once, at its first name, so a group is written whole or not at all).
+    group_written: HashMap<(u64, u64), bool>,
 }
 
 impl<'a> Walker<'a> {
@@ -82,6 +98,8 @@ impl<'a> Walker<'a> {
             base,
             links: HashMap::new(),
             pending: Vec::new(),
+            local_groups: HashMap::new(),
+            group_written: HashMap::new(),
         }
     }
 
@@ -90,6 +108,10 @@ impl<'a> Walker<'a> {
         let meta = std::fs::symlink_metadata(root).ctx(|| root.display().to_string())?;
         if !meta.is_dir() {
             return Err(Error::Usage(format!("{}: not a directory", root.display())));
+        }
+        if matches!(self.base, Base::View { .. }) {
+            scan_links(root, Vec::new(), &mut self.local_groups)?;
+            self.local_groups.retain(|_, names| names.len() > 1);
         }
         let lower = self.base.tree().map(|_| ROOT);
         self.visit(w, root, Vec::new(), &meta, lower)
@@ -108,28 +130,63 @@ impl<'a> Walker<'a> {
         data: Option<&mut dyn Read>,
     ) -> Result<()> {
         for d in std::mem::take(&mut self.pending) {
+            self.check_name(&d)?;
             w.add(d, None)?;
         }
+        self.check_name(&e)?;
         w.add(e, data)
     }
 
+    /// A diff cannot carry a name that OCI layer rules read as a deletion
+    /// marker; a full snapshot stores any name.
+    fn check_name(&self, e: &Entry) -> Result<()> {
+        let diff = !matches!(self.base, Base::Full);
+        if diff && e.kind != Kind::Whiteout && path::file_name(&e.path).starts_with(WHITEOUT_PREFIX) {
+            return Err(Error::refused(
+                path::display(&e.path),
+                "a diff cannot hold a name starting with '.wh.' (OCI layer rules read it as a deletion); \
+                 rename it, or make a full snapshot (create without --parent)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Is `e` (at `abs`) the same as its lower entry, so the diff can leave
-    /// it out? Only the local file is ever hashed.
-    fn unchanged(&self, abs: &Path, e: &Entry, meta: &Metadata, lower: Option<&Entry>) -> Result<bool> {
-        let Some(low) = lower else {
+    /// it out? Only the local file is ever hashed. A name in a hardlink
+    /// group (here or in the view) is unchanged only if the whole group is:
+    /// the same names sharing one inode, with the same metadata and data.
+    fn unchanged(&mut self, abs: &Path, e: &Entry, meta: &Metadata, lower: Option<(u64, &'a Entry)>) -> Result<bool> {
+        let Some((lower_ino, low)) = lower else {
             return Ok(false);
         };
-        if !same_meta(e, low) {
-            return Ok(false);
-        }
         if e.kind != Kind::File {
-            return Ok(true);
+            return Ok(same_meta(e, low));
         }
+        let tree_group = self.base.tree().map_or(1, |t| t.paths_of(lower_ino).len());
         match self.base {
             Base::Full => Ok(false),
-            Base::View { checksum, .. } => Ok(!checksum || digest_of(abs)? == low.digest),
-            // A copy-up always rewrote the data: compare it.
-            Base::Upper { .. } => Ok(meta.nlink() == 1 && digest_of(abs)? == low.digest),
+            Base::View { tree, checksum } => {
+                let key = (meta.dev(), meta.ino());
+                if let Some(&written) = self.group_written.get(&key) {
+                    return Ok(!written);
+                }
+                let local: Vec<&[u8]> = match self.local_groups.get(&key) {
+                    Some(names) => names.iter().map(Vec::as_slice).collect(),
+                    None => vec![e.path.as_slice()],
+                };
+                let same = local == tree.paths_of(lower_ino)
+                    && same_meta(e, low)
+                    && (!checksum || digest_of(abs)? == low.digest);
+                if local.len() > 1 {
+                    self.group_written.insert(key, !same);
+                }
+                Ok(same)
+            }
+            // A copy-up always rewrote the data: compare it. A copy-up of
+            // one name of a lower group split it from the others.
+            Base::Upper { .. } => {
+                Ok(meta.nlink() == 1 && tree_group == 1 && same_meta(e, low) && digest_of(abs)? == low.digest)
+            }
         }
     }
 
@@ -153,11 +210,12 @@ impl<'a> Walker<'a> {
         };
         let mut opaque = false;
         if upper {
-            opaque = e.xattrs.iter().any(|(k, v)| k == OPAQUE_XATTR && v == b"y");
+            opaque = overlay_opaque(&e)?;
             e.xattrs.retain(|(k, _)| !k.starts_with(OVERLAY_XATTRS));
         }
         let lower = self.lower_entry(lower_ino);
-        let same = self.unchanged(abs, &e, meta, lower.map(|(_, le)| le))?;
+        let lower_named = lower_ino.zip(lower.map(|(_, le)| le));
+        let same = self.unchanged(abs, &e, meta, lower_named)?;
         match e.kind {
             Kind::Dir => {
                 // An opaque directory hides every lower child.
@@ -217,6 +275,43 @@ impl<'a> Walker<'a> {
             _ => self.emit(w, e, None),
         }
     }
+}
+
+/// Is this upper-dir entry an opaque directory? Refuses overlay xattrs
+/// whose meaning `save` does not model.
+fn overlay_opaque(e: &Entry) -> Result<bool> {
+    let mut opaque = false;
+    for (k, v) in e.xattrs.iter().filter(|(k, _)| k.starts_with(OVERLAY_XATTRS)) {
+        if k == OPAQUE_XATTR && v == b"y" && e.kind == Kind::Dir {
+            opaque = true;
+        } else if !HARMLESS_OVERLAY_XATTRS.contains(&k.as_slice()) {
+            return Err(Error::refused(
+                path::display(&e.path),
+                format!(
+                    "the upper dir carries overlay xattr {}={} that save does not understand \
+                     (made with other overlay options?); nothing was published",
+                    String::from_utf8_lossy(k),
+                    crate::format::hex(&v[..v.len().min(32)])
+                ),
+            ));
+        }
+    }
+    Ok(opaque)
+}
+
+/// Collect the names of every multiply-linked regular file under `abs`.
+fn scan_links(abs: &Path, rel: Vec<u8>, out: &mut HashMap<(u64, u64), Vec<Vec<u8>>>) -> Result<()> {
+    for n in sorted_names(abs)? {
+        let child = abs.join(&n);
+        let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
+        let crel = path::join(&rel, n.as_bytes());
+        if m.is_dir() {
+            scan_links(&child, crel, out)?;
+        } else if m.is_file() && m.nlink() > 1 {
+            out.entry((m.dev(), m.ino())).or_default().push(crel);
+        }
+    }
+    Ok(())
 }
 
 /// Build an index entry from a file's metadata (data fields left empty).

@@ -241,7 +241,11 @@ impl Extractor {
             return Err(err);
         }
         // 3 and 4.
-        let names: Vec<(&Entry, bool)> = index.entries.iter().map(|e| (e, e.kind == Kind::Hardlink)).collect();
+        let names: Vec<(&Entry, Option<&[u8]>)> = index
+            .entries
+            .iter()
+            .map(|e| (e, (e.kind == Kind::Hardlink).then_some(e.link.as_slice())))
+            .collect();
         self.finish_tree(&names)
     }
 
@@ -256,21 +260,22 @@ impl Extractor {
     }
 
     /// Everything but file data, once the files exist: symlinks, hardlinks
-    /// (`true` = a name sharing an earlier file's inode), fifos, devices,
+    /// (names with the path of the name whose inode they share), fifos, devices,
     /// then directory metadata deepest first, so creating children cannot
     /// disturb a parent's mtime and read-only dirs are already filled.
-    fn finish_tree(&self, names: &[(&Entry, bool)]) -> Result<()> {
-        for &(e, is_link) in names {
+    fn finish_tree(&self, names: &[(&Entry, Option<&[u8]>)]) -> Result<()> {
+        for &(e, same_as) in names {
             let p = self.target(e);
+            if let (Some(first), true) = (same_as, e.kind.has_data()) {
+                let t = self.tmp.join(std::ffi::OsStr::from_bytes(first));
+                std::fs::hard_link(&t, &p).ctx(|| p.display().to_string())?;
+                continue;
+            }
             match e.kind {
                 Kind::Symlink => {
                     std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&e.link), &p)
                         .ctx(|| p.display().to_string())?;
                     self.finish_meta(e, &p, false)?;
-                }
-                Kind::Hardlink if is_link => {
-                    let t = self.tmp.join(std::ffi::OsStr::from_bytes(&e.link));
-                    std::fs::hard_link(&t, &p).ctx(|| p.display().to_string())?;
                 }
                 Kind::Fifo => {
                     sys::mknod(&p, libc::S_IFIFO, e.mode, 0, 0).ctx(|| p.display().to_string())?;
@@ -298,10 +303,10 @@ impl Extractor {
     /// Restore a chain's merged view: directories, then every file's data
     /// read through `fetcher` from the layer that holds it, then the rest.
     fn run_view(&self, rt: &Handle, tree: &Tree, fetcher: &Arc<Fetcher>, pb: &indicatif::ProgressBar) -> Result<()> {
-        let names: Vec<(u32, &Entry, bool)> = tree.names().collect();
+        let names: Vec<(u32, &Entry, Option<&[u8]>)> = tree.names().collect();
         self.make_dirs(names.iter().map(|&(_, e, _)| e))?;
-        for &(layer, e, is_link) in &names {
-            if !e.kind.has_data() || is_link {
+        for &(layer, e, same_as) in &names {
+            if !e.kind.has_data() || same_as.is_some() {
                 continue;
             }
             let p = self.target(e);
@@ -311,7 +316,7 @@ impl Extractor {
             pb.inc(e.size);
             self.finish_file(e, &p, &f)?;
         }
-        let rest: Vec<(&Entry, bool)> = names.iter().map(|&(_, e, is_link)| (e, is_link)).collect();
+        let rest: Vec<(&Entry, Option<&[u8]>)> = names.iter().map(|&(_, e, same_as)| (e, same_as)).collect();
         self.finish_tree(&rest)
     }
 

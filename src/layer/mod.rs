@@ -8,6 +8,7 @@
 
 pub mod merge;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -37,6 +38,8 @@ pub struct Node {
 pub struct Tree {
     layers: Vec<Arc<Index>>,
     nodes: Vec<Node>,
+    /// Inodes with more than one name -> every name's node number, in view order.
+    groups: HashMap<u64, Vec<u64>>,
 }
 
 impl Tree {
@@ -74,23 +77,40 @@ impl Tree {
                 stack.push((pos, &e.path));
             }
         }
-        // Hardlinks share their target's inode.
+        // A hardlink shares an inode with the other names of its group *in
+        // its own layer*: the layer's file at the link target while the view
+        // still shows it, else (that name was deleted or replaced above) the
+        // first surviving name of the group, which carries the data fields
+        // itself. Names are never resolved across layers: applying the chain
+        // with stock tar and OCI rules leaves exactly these groups.
+        let mut orphans: HashMap<(u32, &[u8]), usize> = HashMap::new();
+        let mut groups: HashMap<u64, Vec<u64>> = HashMap::new();
         for pos in 0..view.len() {
             let e = entry(&view[pos]);
             if e.kind != Kind::Hardlink {
                 continue;
             }
-            let t = view
+            let layer = view[pos].0;
+            let in_layer = view
                 .binary_search_by(|k| path::cmp(&entry(k).path, &e.link))
-                .map_err(|_| bad(format!("{}: hardlink target missing", path::display(&e.path))))?;
-            if nodes[t].alias.is_some() || entry(&view[t]).kind != Kind::File {
-                return Err(bad(format!(
-                    "{}: hardlink target is not a file",
-                    path::display(&e.path)
-                )));
-            }
+                .ok()
+                .filter(|&t| view[t].0 == layer && entry(&view[t]).kind == Kind::File);
+            let t = match in_layer {
+                Some(t) => t,
+                None => match orphans.entry((layer, &e.link)) {
+                    std::collections::hash_map::Entry::Occupied(o) => *o.get(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(pos);
+                        continue;
+                    }
+                },
+            };
             nodes[pos].alias = Some(t as u64 + 1);
             nodes[t].nlink += 1;
+            groups
+                .entry(t as u64 + 1)
+                .or_insert_with(|| vec![t as u64 + 1])
+                .push(pos as u64 + 1);
         }
         for pos in 1..view.len() {
             let e = entry(&view[pos]);
@@ -101,7 +121,10 @@ impl Tree {
                 nodes[parent].nlink += 1;
             }
         }
-        Ok(Tree { layers, nodes })
+        for members in groups.values_mut() {
+            members.sort_unstable();
+        }
+        Ok(Tree { layers, nodes, groups })
     }
 
     /// Number of inodes (names, counting hardlink names once each).
@@ -160,16 +183,37 @@ impl Tree {
         Some(ino)
     }
 
-    /// Every name of the view in order: (layer, entry, shares an earlier
-    /// name's inode). Hardlink names are listed where their entry sorts.
-    pub fn names(&self) -> impl Iterator<Item = (u32, &Entry, bool)> + '_ {
+    /// Every name of the view in order: (layer, entry, the path of the name
+    /// whose inode it shares, for every name but the first of a hardlink
+    /// group). Hardlink names are listed where their entry sorts.
+    pub fn names(&self) -> impl Iterator<Item = (u32, &Entry, Option<&[u8]>)> + '_ {
         self.nodes.iter().map(|n| {
-            (
-                n.layer,
-                &self.layers[n.layer as usize].entries[n.entry as usize],
-                n.alias.is_some(),
-            )
+            let same_as = n
+                .alias
+                .and_then(|t| self.nodes.get(t as usize - 1))
+                .map(|t| self.entry(t).path.as_slice());
+            (n.layer, self.entry(n), same_as)
         })
+    }
+
+    /// The paths of every name of inode `ino` (hardlink names resolved),
+    /// in view order; one path for an inode with a single name.
+    pub fn paths_of(&self, ino: u64) -> Vec<&[u8]> {
+        let Some(canon) = self.canonical(ino) else {
+            return Vec::new();
+        };
+        match self.groups.get(&canon) {
+            Some(members) => members
+                .iter()
+                .filter_map(|&m| self.nodes.get(m as usize - 1))
+                .map(|n| self.entry(n).path.as_slice())
+                .collect(),
+            None => self
+                .nodes
+                .get(canon as usize - 1)
+                .map(|n| vec![self.entry(n).path.as_slice()])
+                .unwrap_or_default(),
+        }
     }
 
     /// Every inode number that is not an alias.

@@ -676,6 +676,11 @@ pub struct CompareOpts {
     pub owner: bool,
     /// Compare mtimes of directories (needs `mtime` too; never the root).
     pub dir_mtime: bool,
+    /// Compare hardlink groups and link counts. Not for a live overlayfs
+    /// view: it reports a lower inode's count for a name whose sibling was
+    /// copied up or deleted, and a copied-up file and a new upper link to it
+    /// with different inode numbers, which no snapshot can reproduce.
+    pub links: bool,
 }
 
 impl Default for CompareOpts {
@@ -685,8 +690,19 @@ impl Default for CompareOpts {
             mtime: true,
             owner: false,
             dir_mtime: true,
+            links: true,
         }
     }
+}
+
+impl CompareOpts {
+    /// For a live overlayfs view: everything but hardlink groups.
+    pub const LIVE: CompareOpts = CompareOpts {
+        mtime: true,
+        owner: false,
+        dir_mtime: true,
+        links: false,
+    };
 }
 
 /// How many differences are listed in the error text.
@@ -800,7 +816,7 @@ pub fn compare_trees_opts(a: &Path, b: &Path, opts: CompareOpts) -> Result<(), S
             }
             _ => {}
         }
-        if ea.kind != Kind::Dir && !link_reported.contains(rel.as_path()) {
+        if opts.links && ea.kind != Kind::Dir && !link_reported.contains(rel.as_path()) {
             let group_a = &ga[&ea.dev_ino];
             let group_b = &gb[&eb.dev_ino];
             if group_a != group_b {
@@ -1036,8 +1052,9 @@ pub fn stock_extract_into(snap: &Path, dest: &Path) {
 }
 
 /// Apply diff snapshot object `snap` over `dest` with stock tools and the OCI
-/// layer rules: whiteouts delete, opaque markers empty their directory, a
-/// non-directory replaces a directory; then the layer is laid over.
+/// layer rules: whiteouts delete, opaque markers empty their directory, an
+/// entry replaces what was at its path (unlinked first, so a hardlink
+/// sibling of the old file keeps the old content); then the layer is laid over.
 pub fn stock_apply_layer(snap: &Path, dest: &Path) {
     let (snap, s) = (snap.display(), dest.display());
     sh(&format!(
@@ -1046,7 +1063,8 @@ pub fn stock_apply_layer(snap: &Path, dest: &Path) {
            */) ;; \
            */.wh..wh..opq|.wh..wh..opq) find '{s}'/\"$d\" -mindepth 1 -delete ;; \
            .wh.*|*/.wh.*) rm -rf '{s}'/\"$d\"/\"${{b#.wh.}}\" ;; \
-           *) if [ -d '{s}'/\"$e\" ] && [ ! -L '{s}'/\"$e\" ]; then rm -rf '{s}'/\"$e\"; fi ;; \
+           *) if [ -d '{s}'/\"$e\" ] && [ ! -L '{s}'/\"$e\" ]; then rm -rf '{s}'/\"$e\"; \
+              else rm -f '{s}'/\"$e\"; fi ;; \
          esac; done"
     ));
     sh(&format!(

@@ -1,0 +1,404 @@
+//! Diffs of edited trees: every edit of any member of a hardlink group, and
+//! random edit sequences on real writable mounts. Whatever the edits, the
+//! saved chain mounts equal to the tree it was made from, and stock tar with
+//! OCI whiteout rules applies the chain to the same tree.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use proptest::prelude::*;
+
+/// A base tree with two hardlink groups: `d/f` + `d/h` (+ `e/g` for a
+/// group across directories) and `x/a` + `x/b`.
+fn base_tree(root: &Path) {
+    for d in ["d", "e", "x"] {
+        fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    fs::write(root.join("d/f"), b"shared data\n").expect("write");
+    fs::hard_link(root.join("d/f"), root.join("d/h")).expect("link");
+    fs::hard_link(root.join("d/f"), root.join("e/g")).expect("link");
+    fs::write(root.join("x/a"), vec![7u8; 100_000]).expect("write");
+    fs::hard_link(root.join("x/a"), root.join("x/b")).expect("link");
+    fs::write(root.join("plain"), b"plain").expect("write");
+}
+
+/// The chain of `name` (base first), as object paths in the store.
+fn chain_objects(env: &Env, name: &str) -> Vec<PathBuf> {
+    let o = run_ok(env.cmd().args(["log", name, "--store", &env.store(), "--json"]));
+    let log: serde_json::Value = serde_json::from_slice(&o.stdout).expect("log json");
+    let mut objs: Vec<PathBuf> = log
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| env.p(&format!("store/{}.tar.zst", e["name"].as_str().expect("name"))))
+        .collect();
+    objs.reverse();
+    objs
+}
+
+/// Stock tools apply `name`'s chain into a new dir under `env`.
+fn stock_chain(env: &Env, name: &str, into: &str) -> PathBuf {
+    let dest = env.p(into);
+    fs::create_dir(&dest).expect("mkdir");
+    let objs = chain_objects(env, name);
+    stock_extract_into(&objs[0], &dest);
+    for o in &objs[1..] {
+        stock_apply_layer(o, &dest);
+    }
+    dest
+}
+
+/// Each edit of a hardlink group, applied to a plain tree.
+const EDITS: &[(&str, &str)] = &[
+    ("delete the data-holding name", "rm d/f"),
+    ("delete a link name", "rm d/h"),
+    ("replace the data-holding name", "rm d/f && echo NEW > d/f"),
+    ("modify in place (all names change)", "echo MORE >> d/h"),
+    ("chmod (all names change)", "chmod 600 e/g"),
+    ("rename a name", "mv d/f d/renamed"),
+    ("add a link", "ln x/a x/c"),
+    ("add a link to the 3-group", "ln e/g e/g2"),
+    ("split: copy over one name", "cp d/h d/h.tmp && mv d/h.tmp d/h"),
+    ("delete every other name", "rm d/h e/g"),
+    ("a new group among new files", "echo n > n1 && ln n1 n2"),
+];
+
+#[test]
+fn every_hardlink_edit_diffs_to_the_edited_tree() {
+    let env = Env::new();
+    let t = env.p("t");
+    for (i, (what, edit)) in EDITS.iter().enumerate() {
+        let _ = fs::remove_dir_all(&t);
+        fs::create_dir(&t).expect("mkdir");
+        base_tree(&t);
+        let (p0, p1) = (format!("h{i}/p0"), format!("h{i}/p1"));
+        env.create(&t, &p0);
+        sh(&format!("cd '{}' && {edit}", t.display()));
+        run_ok(
+            env.cmd()
+                .arg("create")
+                .arg(&t)
+                .args(["--store", &env.store(), "--name", &p1, "--parent", &p0]),
+        );
+        run_ok(env.cmd().args(["verify", &p1, "--store", &env.store()]));
+        let out = env.p(&format!("out{i}"));
+        run_ok(
+            env.cmd()
+                .args(["extract", &p1])
+                .arg(&out)
+                .args(["--store", &env.store()]),
+        );
+        if let Err(d) = compare_trees(&t, &out) {
+            panic!("{what} ({edit}): extract differs: {d}");
+        }
+        let stock = stock_chain(&env, &p1, &format!("stock{i}"));
+        if let Err(d) = compare_trees(&t, &stock) {
+            panic!("{what} ({edit}): stock apply differs: {d}");
+        }
+        // Every name reads: cat goes through the merged view too.
+        for n in ["d/h", "e/g", "x/b"] {
+            if t.join(n).exists() {
+                let o = run_ok(env.cmd().args(["cat", &p1, n, "--store", &env.store()]));
+                assert_eq!(o.stdout, fs::read(t.join(n)).expect("read"), "{what}: cat {n}");
+            }
+        }
+    }
+}
+
+/// The same edits through a writable mount, saved.
+#[test]
+fn every_hardlink_edit_through_a_mount_saves_the_live_view() {
+    if !require_fuse() {
+        return;
+    }
+    let mut env = Env::new();
+    let t = env.p("t");
+    fs::create_dir(&t).expect("mkdir");
+    base_tree(&t);
+    env.create(&t, "base");
+    for (i, (what, edit)) in EDITS.iter().enumerate() {
+        let upper = env.p(&format!("up{i}")).display().to_string();
+        let live = env.mount("base", &format!("live{i}"), &["--upper", &upper]);
+        sh(&format!("cd '{}' && {edit}", live.display()));
+        let name = format!("s{i}");
+        env.save(&live, &name);
+        run_ok(env.cmd().args(["verify", &name, "--store", &env.store()]));
+        if let Err(d) = check_saved(&mut env, &live, &name, &format!("{i}")) {
+            panic!("{what} ({edit}): {d}");
+        }
+        env.umount(&live);
+    }
+}
+
+/// The saved chain `name`, mounted, equals the `live` view, and so does its
+/// stock-tar application; the mounted chain and the stock tree also agree
+/// on hardlink groups (which overlayfs cannot report faithfully).
+fn check_saved(env: &mut Env, live: &Path, name: &str, tag: &str) -> Result<(), String> {
+    let stock = stock_chain(env, name, &format!("stock{tag}"));
+    let copy = env.mount_ro(name, &format!("copy{tag}"), &[]);
+    let res = compare_trees_opts(live, &copy, CompareOpts::LIVE)
+        .map_err(|d| format!("mounted chain differs from the live view: {d}"))
+        .and_then(|()| {
+            compare_trees_opts(live, &stock, CompareOpts::LIVE)
+                .map_err(|d| format!("stock apply differs from the live view: {d}"))
+        })
+        .and_then(|()| {
+            compare_trees(&copy, &stock).map_err(|d| format!("mounted chain differs from stock apply: {d}"))
+        });
+    env.umount(&copy);
+    res
+}
+
+/// One random edit, by index into what the live tree holds now.
+#[derive(Debug, Clone)]
+enum Edit {
+    NewFile(u16, u16),
+    Append(u16),
+    Replace(u16),
+    Delete(u16),
+    Chmod(u16),
+    Link(u16, u16),
+    Rename(u16, u16),
+    Mkdir(u16),
+    RmDir(u16),
+    Truncate(u16),
+    Symlink(u16, u16),
+    Touch(u16, u16),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let i = any::<u16>();
+    prop_oneof![
+        (i, i).prop_map(|(a, b)| Edit::NewFile(a, b)),
+        i.prop_map(Edit::Append),
+        i.prop_map(Edit::Replace),
+        i.prop_map(Edit::Delete),
+        i.prop_map(Edit::Chmod),
+        (i, i).prop_map(|(a, b)| Edit::Link(a, b)),
+        (i, i).prop_map(|(a, b)| Edit::Rename(a, b)),
+        i.prop_map(Edit::Mkdir),
+        i.prop_map(Edit::RmDir),
+        i.prop_map(Edit::Truncate),
+        (i, i).prop_map(|(a, b)| Edit::Symlink(a, b)),
+        (i, i).prop_map(|(a, b)| Edit::Touch(a, b)),
+    ]
+}
+
+/// Regular files and directories (not the root) under `root`, sorted.
+fn listing(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut files, mut dirs) = (Vec::new(), vec![PathBuf::new()]);
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut names: Vec<_> = fs::read_dir(root.join(&rel))
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let r = rel.join(n);
+            let m = fs::symlink_metadata(root.join(&r)).expect("stat");
+            if m.is_dir() {
+                dirs.push(r.clone());
+                stack.push(r);
+            } else if m.is_file() {
+                files.push(r);
+            }
+        }
+    }
+    files.sort();
+    dirs.sort();
+    (files, dirs)
+}
+
+fn pick(v: &[PathBuf], i: u16) -> Option<&PathBuf> {
+    (!v.is_empty()).then(|| &v[i as usize % v.len()])
+}
+
+/// Apply one edit to the tree at `root`; edits that make no sense for the
+/// tree as it is now are skipped. `n` makes new names unique.
+fn apply(root: &Path, e: &Edit, n: usize) {
+    let (files, dirs) = listing(root);
+    let at = |p: &PathBuf| root.join(p);
+    match *e {
+        Edit::NewFile(d, len) => {
+            if let Some(d) = pick(&dirs, d) {
+                let data: Vec<u8> = (0..(len % 3000) as usize).map(|i| (i * 31 + n) as u8).collect();
+                fs::write(at(d).join(format!("new{n}")), data).expect("new file");
+            }
+        }
+        Edit::Append(f) => {
+            if let Some(f) = pick(&files, f) {
+                let mut h = fs::OpenOptions::new().append(true).open(at(f)).expect("open");
+                std::io::Write::write_all(&mut h, format!("+{n}").as_bytes()).expect("append");
+            }
+        }
+        Edit::Replace(f) => {
+            if let Some(f) = pick(&files, f) {
+                let tmp = at(f).with_extension(format!("tmp{n}"));
+                fs::write(&tmp, format!("replaced {n}")).expect("write");
+                fs::rename(&tmp, at(f)).expect("rename over");
+            }
+        }
+        Edit::Delete(f) => {
+            if let Some(f) = pick(&files, f) {
+                fs::remove_file(at(f)).expect("rm");
+            }
+        }
+        Edit::Chmod(f) => {
+            if let Some(f) = pick(&files, f) {
+                let mode = [0o600, 0o644, 0o755, 0o640][n % 4];
+                fs::set_permissions(at(f), fs::Permissions::from_mode(mode)).expect("chmod");
+            }
+        }
+        Edit::Link(f, d) => {
+            if let (Some(f), Some(d)) = (pick(&files, f), pick(&dirs, d)) {
+                fs::hard_link(at(f), at(d).join(format!("link{n}"))).expect("ln");
+            }
+        }
+        Edit::Rename(f, d) => {
+            if let (Some(f), Some(d)) = (pick(&files, f), pick(&dirs, d)) {
+                fs::rename(at(f), at(d).join(format!("moved{n}"))).expect("mv");
+            }
+        }
+        Edit::Mkdir(d) => {
+            if let Some(d) = pick(&dirs, d) {
+                fs::create_dir(at(d).join(format!("dir{n}"))).expect("mkdir");
+            }
+        }
+        Edit::RmDir(d) => {
+            let d = pick(&dirs, d).filter(|d| !d.as_os_str().is_empty());
+            if let Some(d) = d {
+                fs::remove_dir_all(at(d)).expect("rm -r");
+            }
+        }
+        Edit::Truncate(f) => {
+            if let Some(f) = pick(&files, f) {
+                let h = fs::OpenOptions::new().write(true).open(at(f)).expect("open");
+                h.set_len((n % 7) as u64).expect("truncate");
+            }
+        }
+        Edit::Symlink(d, t) => {
+            if let Some(d) = pick(&dirs, d) {
+                std::os::unix::fs::symlink(format!("target-{t}"), at(d).join(format!("sym{n}"))).expect("symlink");
+            }
+        }
+        Edit::Touch(f, s) => {
+            if let Some(f) = pick(&files, f) {
+                set_mtime(&at(f), 1_600_000_000 + i64::from(s), (n as u32) * 1000).expect("touch");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 16, ..ProptestConfig::default() })]
+
+    /// Random edits on a writable mount, saved twice: after every save the
+    /// saved chain, mounted, equals the live view, and so does the stock-tar
+    /// application of the chain.
+    #[test]
+    fn random_edits_on_a_mount_save_the_live_view(
+        rounds in proptest::collection::vec(proptest::collection::vec(edit(), 1..8), 2..3)
+    ) {
+        if !require_fuse() {
+            return Ok(());
+        }
+        let mut env = Env::new();
+        let t = env.p("t");
+        fs::create_dir(&t).expect("mkdir");
+        base_tree(&t);
+        env.create(&t, "base");
+        let live = env.mount("base", "live", &[]);
+        let mut n = 0;
+        for (r, edits) in rounds.iter().enumerate() {
+            for e in edits {
+                n += 1;
+                apply(&live, e, n);
+            }
+            let name = format!("s{r}");
+            env.save(&live, &name);
+            let checked = check_saved(&mut env, &live, &name, &format!("{r}"));
+            prop_assert!(checked.is_ok(), "round {r}: {}", checked.unwrap_err());
+        }
+        env.umount(&live);
+    }
+}
+
+/// Full snapshots store any name; a diff refuses a name OCI rules would read
+/// as a deletion, naming it, and publishes nothing.
+#[test]
+fn diffs_refuse_names_that_read_as_whiteouts() {
+    let mut env = Env::new();
+    let t = env.p("t");
+    fs::create_dir_all(t.join("d")).expect("mkdir");
+    fs::write(t.join("d/.wh..wh..opq"), b"a file, not a marker").expect("write");
+    fs::write(t.join(".wh.foo"), b"a file named like a whiteout").expect("write");
+    fs::write(t.join("foo"), b"foo").expect("write");
+    env.create(&t, "full");
+    let out = env.p("out");
+    run_ok(
+        env.cmd()
+            .args(["extract", "full"])
+            .arg(&out)
+            .args(["--store", &env.store()]),
+    );
+    assert_trees_equal(&t, &out);
+
+    // A new `.wh.` name cannot go into a diff.
+    fs::remove_file(t.join("foo")).expect("rm");
+    fs::write(t.join(".wh.bar"), b"new").expect("write");
+    let o =
+        run_fail(
+            env.cmd()
+                .arg("create")
+                .arg(&t)
+                .args(["--store", &env.store(), "--name", "diff", "--parent", "full"]),
+        );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(".wh.bar") && err.contains("diff"), "{err}");
+    assert!(!env.p("store/diff.tar.zst").exists());
+
+    if !require_fuse() {
+        return;
+    }
+    let live = env.mount("full", "live", &[]);
+    fs::write(live.join(".wh.baz"), b"x").expect("write");
+    let o = run_fail(env.cmd().arg("save").arg(&live).args(["--name", "s"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(".wh.baz"), "{err}");
+    assert!(!env.p("store/s.tar.zst").exists());
+    // The upper dir is untouched: the file is still there to rename.
+    fs::rename(live.join(".wh.baz"), live.join("baz")).expect("rename");
+    env.save(&live, "s");
+}
+
+/// An upper dir carrying overlay xattrs `save` does not model (a redirect,
+/// metacopy) is refused, not mis-saved.
+#[test]
+fn save_refuses_overlay_features_it_does_not_model() {
+    if !require_fuse() {
+        return;
+    }
+    let mut env = Env::new();
+    let t = env.p("t");
+    fs::create_dir_all(t.join("d")).expect("mkdir");
+    fs::write(t.join("d/f"), b"f").expect("write");
+    env.create(&t, "base");
+    let upper = env.p("up");
+    let live = env.mount("base", "live", &["--upper", &upper.display().to_string()]);
+    fs::write(live.join("d/new"), b"new").expect("write");
+    env.umount(&live);
+    set_xattr(&upper.join("upper/d/new"), "trusted.overlay.metacopy", b"").expect("xattr");
+    let live = env.mount("base", "live", &["--upper", &upper.display().to_string()]);
+    let o = run_fail(env.cmd().arg("save").arg(&live).args(["--name", "s"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("trusted.overlay.metacopy") && err.contains("d/new"),
+        "{err}"
+    );
+    assert!(!env.p("store/s.tar.zst").exists());
+}
