@@ -62,7 +62,7 @@ impl Error {
     /// An I/O error with a context string (usually a path or an operation).
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
-            context: context.into(),
+            context: shorten(context.into()),
             source,
         }
     }
@@ -75,7 +75,7 @@ impl Error {
     /// A corruption error.
     pub fn corrupt(what: impl Into<String>, why: impl Into<String>) -> Self {
         Error::Corrupt {
-            what: what.into(),
+            what: shorten(what.into()),
             why: why.into(),
         }
     }
@@ -83,14 +83,16 @@ impl Error {
     /// A refusal (unsafe or unsupported input).
     pub fn refused(what: impl Into<String>, why: impl Into<String>) -> Self {
         Error::Refused {
-            what: what.into(),
+            what: shorten(what.into()),
             why: why.into(),
         }
     }
 
     /// A not-found error.
     pub fn not_found(what: impl Into<String>) -> Self {
-        Error::NotFound { what: what.into() }
+        Error::NotFound {
+            what: shorten(what.into()),
+        }
     }
 
     /// The errno a filesystem operation failing with this error reports.
@@ -116,6 +118,32 @@ impl Error {
     }
 }
 
+/// Longest name (path, snapshot name) echoed whole in a message.
+const SHOWN: usize = 160;
+
+/// A name as a one-line message shows it: at most about [`SHOWN`] bytes
+/// (its start and end around an ellipsis, with its full length), and no
+/// line breaks.
+pub fn shorten(s: String) -> String {
+    let s = if s.contains(['\n', '\r']) {
+        s.replace('\n', "\\n").replace('\r', "\\r")
+    } else {
+        s
+    };
+    if s.len() <= SHOWN {
+        return s;
+    }
+    let mut head = SHOWN * 2 / 3;
+    while !s.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = s.len() - SHOWN / 3;
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}…{} ({} bytes)", &s[..head], &s[tail..], s.len())
+}
+
 /// Attach a context string to `io::Result`s.
 pub trait IoContext<T> {
     /// Map an `io::Error` into [`Error::Io`] naming `ctx`.
@@ -125,5 +153,21 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, ctx: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| Error::io(ctx(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_shortened() {
+        assert_eq!(shorten("a/b".into()), "a/b");
+        let long = "é".repeat(1000);
+        let s = shorten(long.clone());
+        assert!(s.len() < 200 && s.ends_with("(2000 bytes)"), "{s}");
+        let e = Error::refused(long, "too long");
+        assert!(e.to_string().len() < 250);
+        assert_eq!(shorten("a\nb".into()), "a\\nb");
     }
 }

@@ -3,16 +3,14 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::footer::{Footer, FOOTER_LEN};
+use crate::format::footer::{Footer, FOOTER_LEN, SKIPPABLE_HEADER};
+use crate::format::limits;
 use crate::format::{Digest, Index};
 use crate::store::{snapshot_key, Store};
 
 /// Bytes read from the tail on open: the footer plus, usually, the index
 /// (a 20k-file tree has a ~600 KiB index, mostly its 16-byte content digests).
 pub const SUFFIX_READ: u64 = 1024 * 1024;
-
-/// Indexes larger than this are refused (a corrupt footer could ask for more).
-const MAX_INDEX: u64 = 1 << 30;
 
 /// An opened snapshot: where it lives and its decoded index.
 #[derive(Debug, Clone)]
@@ -48,8 +46,18 @@ impl Snapshot {
             return Err(Error::corrupt(&what, "shorter than a footer (truncated?)"));
         }
         let footer = Footer::decode(&tail[tail.len() - FOOTER_LEN..], size, &what)?;
-        if footer.index_raw_len > MAX_INDEX || footer.index_len > MAX_INDEX {
-            return Err(Error::corrupt(&what, "index larger than 1 GiB"));
+        if footer.index_len > limits::MAX_INDEX_COMPRESSED {
+            return Err(Error::corrupt(&what, "index frame larger than 256 MiB"));
+        }
+        let payload_len = footer.index_len - SKIPPABLE_HEADER as u64;
+        if footer.index_raw_len > limits::max_index_raw(payload_len) {
+            return Err(Error::corrupt(
+                &what,
+                format!(
+                    "index claims {} bytes decompressed from {payload_len}: more than the format allows",
+                    footer.index_raw_len
+                ),
+            ));
         }
         let tail_start = size - tail.len() as u64;
         let frame = if footer.index_offset >= tail_start {
@@ -60,7 +68,7 @@ impl Snapshot {
             store.get_range(&key, footer.index_offset..end).await?
         };
         let payload = footer.index_payload(&frame, &what)?;
-        let raw = zstd::bulk::decompress(payload, footer.index_raw_len as usize)
+        let raw = decompress_index(payload, footer.index_raw_len)
             .map_err(|e| Error::corrupt(&what, format!("index: {e}")))?;
         if raw.len() as u64 != footer.index_raw_len {
             return Err(Error::corrupt(&what, "index: wrong decompressed length"));
@@ -77,6 +85,19 @@ impl Snapshot {
             index: Arc::new(index),
         })
     }
+}
+
+/// Decompress an index payload into at most `declared + 1` bytes, growing
+/// the buffer as output actually arrives (a declared length is a claim,
+/// not a reason to allocate).
+fn decompress_index(payload: &[u8], declared: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let start = declared.min(payload.len() as u64 * 4) as usize;
+    let mut raw = Vec::with_capacity(start);
+    zstd::stream::read::Decoder::with_buffer(payload)?
+        .take(declared + 1)
+        .read_to_end(&mut raw)?;
+    Ok(raw)
 }
 
 /// Deepest chain accepted (a loop of parents would otherwise never end).

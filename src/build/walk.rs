@@ -245,13 +245,15 @@ impl<'a> Walker<'a> {
                     }
                 }
                 for n in names {
+                    let crel = path::join(&rel, n.as_bytes());
+                    path::check(&crel).map_err(|why| Error::refused(path::display(&crel), why))?;
                     let child = abs.join(&n);
                     let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
                     let li = lower_children
                         .binary_search_by(|(c, _)| c.as_ref().cmp(n.as_bytes()))
                         .ok()
                         .map(|i| lower_children[i].1);
-                    self.visit(w, &child, path::join(&rel, n.as_bytes()), &m, li)?;
+                    self.visit(w, &child, crel, &m, li)?;
                 }
                 // Nothing beneath changed: this directory is not written.
                 self.pending.truncate(depth.saturating_sub(1).min(self.pending.len()));

@@ -35,9 +35,20 @@ pub fn decode_frame(no: usize, f: &Frame, compressed: &[u8], what: &str) -> Resu
 const DECODE_STEP: usize = 16 << 10;
 
 thread_local! {
-    /// One decompression context per (blocking) thread, reused across frames.
-    static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
+    /// One decompression context per (blocking) thread, reused across
+    /// frames: [0] decodes straight into a buffer reserved up front, [1]
+    /// into one that grows with the output.
+    static DCTX: RefCell<[Option<DCtx<'static>>; 2]> = const { RefCell::new([None, None]) };
 }
+
+/// A frame may declare at most this many times its compressed size before
+/// its buffer is grown with the output instead of reserved up front (real
+/// frames compress 2-10:1; runs of zeros far more, and still decode, just
+/// without the up-front reservation).
+const RESERVE_RATIO: usize = 64;
+
+/// How much a growing decode buffer gains at least per step.
+const GROW_STEP: usize = 128 << 10;
 
 /// Check a compressed frame's length and digest.
 pub fn check_frame(no: usize, f: &Frame, compressed: &[u8], what: &str) -> Result<()> {
@@ -63,15 +74,20 @@ pub fn decode_checked(
     mut progress: impl FnMut(&[u8]),
 ) -> Result<Bytes> {
     let corrupt = |why: String| Error::corrupt(what, format!("frame {no}: {why}"));
-    let u_len = usize::try_from(f.u_len).map_err(|_| corrupt("frame too large".into()))?;
+    let u_len = usize::try_from(f.u_len)
+        .ok()
+        .filter(|&n| n as u64 <= format::limits::MAX_FRAME)
+        .ok_or_else(|| corrupt("frame larger than 64 MiB".into()))?;
+    // Reserve up front only what the compressed bytes could plausibly hold.
+    let stable = out.capacity() >= u_len || u_len <= compressed.len().saturating_mul(RESERVE_RATIO).max(1 << 20);
     DCTX.with(|cell| {
         let mut cell = cell.borrow_mut();
-        let dctx = match &mut *cell {
+        let dctx = match &mut cell[usize::from(!stable)] {
             Some(d) => d,
             slot => {
                 let mut d = DCtx::try_create().ok_or_else(|| corrupt("cannot create a zstd context".into()))?;
                 // Decode straight into our buffer: no window copy.
-                d.set_parameter(DParameter::StableOutBuffer(true))
+                d.set_parameter(DParameter::StableOutBuffer(stable))
                     .map_err(|c| corrupt(format!("zstd: {}", zstd::zstd_safe::get_error_name(c))))?;
                 slot.insert(d)
             }
@@ -79,7 +95,7 @@ pub fn decode_checked(
         let zerr = |c: usize| corrupt(format!("zstd: {}", zstd::zstd_safe::get_error_name(c)));
         dctx.reset(ResetDirective::SessionOnly).map_err(zerr)?;
         out.clear();
-        if out.capacity() < u_len {
+        if stable && out.capacity() < u_len {
             out.reserve_exact(u_len);
             crate::sys::prefault(&mut out);
         }
@@ -89,20 +105,24 @@ pub fn decode_checked(
                 return Err(corrupt("bytes after the end of the zstd frame".into()));
             }
             let mut input = InBuffer::around(chunk);
-            {
-                // The output buffer stays put between steps (StableOutBuffer).
+            while input.pos() < chunk.len() {
+                if !stable && out.capacity() - out.len() < GROW_STEP && out.capacity() < u_len {
+                    // Grow with the output actually produced, never past u_len.
+                    let more = (u_len - out.len()).min(out.len().max(GROW_STEP));
+                    out.reserve_exact(more);
+                }
+                // A stable buffer stays put between steps (StableOutBuffer).
                 let pos = out.len();
                 let mut output = OutBuffer::around_pos(&mut out, pos);
-                while input.pos() < chunk.len() {
-                    let (before_in, before_out) = (input.pos(), output.pos());
-                    let hint = dctx.decompress_stream(&mut output, &mut input).map_err(zerr)?;
-                    if hint == 0 {
-                        finished = true;
-                        break;
-                    }
-                    if input.pos() == before_in && output.pos() == before_out {
-                        return Err(corrupt("zstd frame larger than its index entry".into()));
-                    }
+                let before_in = input.pos();
+                let hint = dctx.decompress_stream(&mut output, &mut input).map_err(zerr)?;
+                let produced = output.pos() - pos;
+                if hint == 0 {
+                    finished = true;
+                    break;
+                }
+                if input.pos() == before_in && produced == 0 && (stable || out.capacity() >= u_len) {
+                    return Err(corrupt("zstd frame larger than its index entry".into()));
                 }
             }
             if finished && input.pos() < chunk.len() {

@@ -9,6 +9,10 @@
 
 use std::ops::Range;
 
+use super::limits::{
+    path_budget, MAX_FRAME, MAX_FRAME_COMPRESSED, MAX_LINK, MAX_PARENT_NAME, MAX_PATH, MAX_XATTRS, MAX_XATTR_NAME,
+    MAX_XATTR_VALUE,
+};
 use super::{path, Digest, DIGEST_LEN, FORMAT_VERSION};
 use crate::error::{Error, Result};
 
@@ -307,14 +311,25 @@ impl Index {
         let frame_size = r.uv()?;
         let level = i32::try_from(r.iv()?).map_err(|_| r.bad("level out of range"))?;
         let tar_size = r.uv()?;
-        let n = r.count()?;
+        // The smallest encoded entry is 11 bytes (a frame 18, an xattr 2).
+        let n = r.count(11)?;
         let mut entries: Vec<Entry> = Vec::with_capacity(n);
+        let mut path_bytes = 0u64;
+        let budget = path_budget(buf.len() as u64);
         for _ in 0..n {
-            let shared = r.uv()? as usize;
+            let shared = r.uv()?;
             let suffix = r.bytes()?;
             let prev = entries.last().map_or(&b""[..], |e| &e.path[..]);
-            if shared > prev.len() {
-                return Err(r.bad("bad path prefix"));
+            let shared = usize::try_from(shared)
+                .ok()
+                .filter(|&s| s <= prev.len())
+                .ok_or_else(|| r.bad("bad path prefix"))?;
+            if shared + suffix.len() > MAX_PATH {
+                return Err(r.bad("path longer than 4096 bytes"));
+            }
+            path_bytes += (shared + suffix.len()) as u64;
+            if path_bytes > budget {
+                return Err(r.bad("paths add up to more than the format allows for an index this size"));
             }
             let mut p = Vec::with_capacity(shared + suffix.len());
             p.extend_from_slice(&prev[..shared]);
@@ -333,21 +348,31 @@ impl Index {
                 e.digest.copy_from_slice(r.take(DIGEST_LEN)?);
             }
             if matches!(kind, Kind::Symlink | Kind::Hardlink) {
-                e.link = r.bytes()?.to_vec();
+                let link = r.bytes()?;
+                if link.len() > MAX_LINK {
+                    return Err(r.bad("link target longer than 4096 bytes"));
+                }
+                e.link = link.to_vec();
             }
             if matches!(kind, Kind::Char | Kind::Block) {
                 e.dev_major = r.u32()?;
                 e.dev_minor = r.u32()?;
             }
-            let nx = r.count()?;
+            let nx = r.count(2)?;
+            if nx > MAX_XATTRS {
+                return Err(r.bad("too many xattrs"));
+            }
             for _ in 0..nx {
-                let k = r.bytes()?.to_vec();
-                let v = r.bytes()?.to_vec();
-                e.xattrs.push((k, v));
+                let k = r.bytes()?;
+                let v = r.bytes()?;
+                if k.len() > MAX_XATTR_NAME || v.len() > MAX_XATTR_VALUE {
+                    return Err(r.bad("xattr name or value too long"));
+                }
+                e.xattrs.push((k.to_vec(), v.to_vec()));
             }
             entries.push(e);
         }
-        let nf = r.count()?;
+        let nf = r.count(DIGEST_LEN + 2)?;
         let mut frames = Vec::with_capacity(nf);
         let (mut c_off, mut u_off) = (0u64, 0u64);
         for _ in 0..nf {
@@ -368,17 +393,25 @@ impl Index {
         let parent = match r.u8()? {
             0 => None,
             1 => {
-                let name = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| r.bad("parent name is not UTF-8"))?;
+                let name = r.bytes()?;
+                if name.len() > MAX_PARENT_NAME {
+                    return Err(r.bad("parent name too long"));
+                }
+                let name = String::from_utf8(name.to_vec()).map_err(|_| r.bad("parent name is not UTF-8"))?;
                 let mut index_digest = [0u8; DIGEST_LEN];
                 index_digest.copy_from_slice(r.take(DIGEST_LEN)?);
                 Some(Parent { name, index_digest })
             }
             _ => return Err(r.bad("bad parent flag")),
         };
-        let np = r.count()?;
+        let np = r.count(1)?;
         let mut prefetch = Vec::with_capacity(np);
         for _ in 0..np {
-            prefetch.push(r.bytes()?.to_vec());
+            let p = r.bytes()?;
+            if p.len() > MAX_PATH {
+                return Err(r.bad("prefetch path longer than 4096 bytes"));
+            }
+            prefetch.push(p.to_vec());
         }
         if r.pos != buf.len() {
             return Err(r.bad("trailing bytes"));
@@ -417,6 +450,22 @@ impl Index {
         if self.frames.iter().any(|f| f.u_len == 0 || f.c_len == 0) {
             return Err(bad("empty frame".into()));
         }
+        if self.frame_size > MAX_FRAME
+            || self
+                .frames
+                .iter()
+                .any(|f| f.u_len > MAX_FRAME || f.c_len > MAX_FRAME_COMPRESSED)
+        {
+            return Err(bad("frame larger than 64 MiB".into()));
+        }
+        if let Some(p) = &self.parent {
+            if p.name.len() > MAX_PARENT_NAME {
+                return Err(bad("parent name too long".into()));
+            }
+        }
+        for p in &self.prefetch {
+            path::check(p).map_err(|why| bad(format!("prefetch list: {}: {why}", path::display(p))))?;
+        }
         // Directories enclosing the current entry, innermost last (entries
         // are in depth-first order, so a stack finds every parent in O(1)).
         let mut dirs: Vec<&[u8]> = Vec::new();
@@ -437,6 +486,16 @@ impl Index {
             }
             if e.kind == Kind::Dir {
                 dirs.push(&e.path);
+            }
+            if e.link.len() > MAX_LINK {
+                return Err(bad(format!("{}: link target longer than 4096 bytes", name())));
+            }
+            if e.xattrs.len() > MAX_XATTRS
+                || e.xattrs
+                    .iter()
+                    .any(|(k, v)| k.len() > MAX_XATTR_NAME || v.len() > MAX_XATTR_VALUE)
+            {
+                return Err(bad(format!("{}: xattrs beyond the format's limits", name())));
             }
             if e.mode & !0o7777 != 0 {
                 return Err(bad(format!("{}: bad mode {:o}", name(), e.mode)));
@@ -542,10 +601,10 @@ impl<'a> Dec<'a> {
         let v = self.uv()?;
         u32::try_from(v).map_err(|_| self.bad("value out of range"))
     }
-    /// A count of items, each at least one byte: bounded by what is left.
-    fn count(&mut self) -> Result<usize> {
+    /// A count of items, each at least `min` bytes: bounded by what is left.
+    fn count(&mut self, min: usize) -> Result<usize> {
         let n = self.uv()?;
-        if n > (self.buf.len() - self.pos) as u64 {
+        if n.saturating_mul(min as u64) > (self.buf.len() - self.pos) as u64 {
             return Err(self.bad("count larger than the index"));
         }
         Ok(n as usize)

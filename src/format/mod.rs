@@ -15,6 +15,7 @@
 
 pub mod footer;
 pub mod index;
+pub mod limits;
 pub mod path;
 pub mod tarhdr;
 pub mod writer;

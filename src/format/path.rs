@@ -6,6 +6,8 @@
 
 use std::cmp::Ordering;
 
+use super::limits::{MAX_NAME, MAX_PATH};
+
 /// Compare two snapshot paths component-wise.
 pub fn cmp(a: &[u8], b: &[u8]) -> Ordering {
     let n = a.len().min(b.len());
@@ -31,10 +33,14 @@ pub fn is_within(p: &[u8], dir: &[u8]) -> bool {
 /// Why a path is not acceptable, if it is not.
 ///
 /// Accepted: empty (the root) or components joined by single `/`, none empty,
-/// `.` or `..`, no NUL bytes.
+/// `.` or `..`, no NUL bytes, at most [`MAX_PATH`] bytes with components of
+/// at most [`MAX_NAME`] bytes.
 pub fn check(p: &[u8]) -> Result<(), &'static str> {
     if p.is_empty() {
         return Ok(());
+    }
+    if p.len() > MAX_PATH {
+        return Err("path longer than 4096 bytes");
     }
     if p[0] == b'/' {
         return Err("absolute path");
@@ -47,6 +53,7 @@ pub fn check(p: &[u8]) -> Result<(), &'static str> {
             b"" => return Err("empty path component"),
             b"." => return Err("'.' path component"),
             b".." => return Err("'..' path component"),
+            c if c.len() > MAX_NAME => return Err("path component longer than 255 bytes"),
             _ => {}
         }
     }
@@ -139,6 +146,12 @@ mod tests {
         for bad in [&b"/etc"[..], b"a/../b", b"..", b"a//b", b"a/", b"./a", b"a\0b"] {
             assert!(check(bad).is_err(), "{bad:?}");
         }
+        let long_name = vec![b'n'; 256];
+        assert_eq!(check(&long_name), Err("path component longer than 255 bytes"));
+        assert!(check(&vec![b'n'; 255]).is_ok());
+        let deep: Vec<u8> = b"a/".repeat(2100);
+        assert_eq!(check(&deep[..4097]), Err("path longer than 4096 bytes"));
+        assert!(check(&deep[..4095]).is_ok());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use indicatif::ProgressBar;
 
 use super::footer::{skippable_header, Footer, FOOTER_LEN, INDEX_MAGIC, SKIPPABLE_HEADER};
 use super::index::{Entry, Frame, Index, Kind, Parent};
-use super::{path, tarhdr, Digest, BLOCK, FORMAT_VERSION};
+use super::{limits, path, tarhdr, Digest, BLOCK, FORMAT_VERSION};
 use crate::error::{Error, IoContext, Result};
 
 /// zstd level of the index frame.
@@ -84,7 +84,10 @@ impl<W: Write + Send + 'static> SnapshotWriter<W> {
     /// Start writing into `sink`.
     pub fn new(sink: W, opts: WriterOptions, progress: ProgressBar) -> Result<Self> {
         // Frames end on tar block boundaries, so every header starts aligned.
-        if opts.frame_size < BLOCK as usize || opts.frame_size > 64 << 20 || opts.frame_size % BLOCK as usize != 0 {
+        if opts.frame_size < BLOCK as usize
+            || opts.frame_size as u64 > limits::MAX_FRAME
+            || opts.frame_size % BLOCK as usize != 0
+        {
             return Err(Error::Usage(
                 "--frame-size must be a multiple of 512 bytes between 512 B and 64 MiB".into(),
             ));
@@ -306,6 +309,16 @@ impl<W: Write + Send + 'static> SnapshotWriter<W> {
         index.validate("new snapshot")?;
         let raw = index.encode();
         let packed = zstd::bulk::compress(&raw, INDEX_LEVEL).ctx(|| "compressing index".into())?;
+        // Never write what a reader would refuse.
+        let paths: u64 = index.entries.iter().map(|e| e.path.len() as u64).sum();
+        if raw.len() as u64 > limits::max_index_raw(packed.len() as u64)
+            || paths > limits::path_budget(raw.len() as u64)
+        {
+            return Err(Error::refused(
+                "new snapshot",
+                "its index is beyond the format's limits (docs/FORMAT.md, Limits): too many entries or too deep paths",
+            ));
+        }
         let index_digest = super::digest(&packed);
         let index_offset = index.data_size();
         let footer = Footer {
