@@ -2,9 +2,16 @@
 //! restored lazily through FUSE and saved as diffs.
 //!
 //! The pipeline, one module each, data flowing one way:
-//! [`format`] (bytes on the wire) → [`store`] (where objects live) →
-//! [`fetch`] (frames: ranged reads, digests, decompression) → [`cmd`] (the
-//! operations behind the CLI).
+//! [`format`] (bytes on the wire, and their limits) → [`store`] (where
+//! objects live) → [`snapshot`] (opening a snapshot or a chain) → [`fetch`]
+//! (frames: ranged reads, digests, decompression) → [`layer`] (the merged
+//! view of a chain) → [`fs`] (filesystem logic) → [`fuse`] (the fuser
+//! adapter) and [`mount`] (a mount in this process).
+//!
+//! Writing goes the other way through [`build`]: one directory walker for
+//! `create`, `create --parent` and `save`, plus `import` and `squash`, all
+//! publishing through one writer. [`cmd`] holds the read-side operations
+//! and the mount daemon behind the CLI; nothing below it imports it.
 
 pub mod build;
 pub mod cmd;

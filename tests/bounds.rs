@@ -46,14 +46,20 @@ fn run_within(cmd: &mut std::process::Command, secs: u64) -> (Option<i32>, Strin
     (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
-#[test]
-fn a_frame_claiming_a_terabyte_is_a_clean_error() {
+/// A store holding snapshot `s` of one small file, and its object's path.
+fn one_file_snapshot() -> (Env, std::path::PathBuf) {
     let env = Env::new();
     let t = env.p("t");
     fs::create_dir(&t).expect("mkdir");
     fs::write(t.join("f"), b"hello").expect("write");
     env.create(&t, "s");
     let obj = env.p("store/s.tar.zst");
+    (env, obj)
+}
+
+#[test]
+fn a_frame_claiming_a_terabyte_is_a_clean_error() {
+    let (env, obj) = one_file_snapshot();
     // Digests valid, the frame's length a lie: 1 TiB.
     rewrite_index(&obj, |idx| {
         idx.frames[0].u_len = 1 << 40;
@@ -86,12 +92,7 @@ fn a_frame_claiming_a_terabyte_is_a_clean_error() {
 
 #[test]
 fn a_frame_claiming_more_than_it_holds_reads_as_corrupt() {
-    let env = Env::new();
-    let t = env.p("t");
-    fs::create_dir(&t).expect("mkdir");
-    fs::write(t.join("f"), b"hello").expect("write");
-    env.create(&t, "s");
-    let obj = env.p("store/s.tar.zst");
+    let (env, obj) = one_file_snapshot();
     // 64 MiB is allowed, but the frame holds a few KiB: the reader must not
     // believe it (no 64 MiB buffer up front) and must say it is corrupt.
     rewrite_index(&obj, |idx| {
