@@ -503,8 +503,19 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             })?;
             let uri = store.map_or(rec.store.clone(), |s| s.to_string_lossy().into_owned());
             let st = Store::open(&uri)?;
-            let w = lazysnap::build::save(h, &st, &rec.name, &upper.join("upper"), &name, writer_opts(&write)?)?;
-            report_written(&name, &w, t0.elapsed().as_secs_f64());
+            let saved = lazysnap::build::save(
+                h,
+                &st,
+                &rec.name,
+                &rec.name,
+                &upper.join("upper"),
+                &name,
+                writer_opts(&write)?,
+            )?;
+            match saved {
+                Some(w) => report_written(&name, &w, t0.elapsed().as_secs_f64()),
+                None => println!("nothing changed since {}: no snapshot created", rec.name),
+            }
         }
         Command::Umount { mountpoint } => {
             cmd::mount::umount(&mountpoint)?;

@@ -16,19 +16,19 @@ use std::path::Path;
 
 use tokio::runtime::Handle;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::writer::{WriterOptions, Written};
 use crate::format::Parent;
 use crate::progress;
 use crate::snapshot::Chain;
 use crate::store::Store;
-use publish::publish;
+use publish::{publish, publish_if};
 use walk::{Base, Walker};
 
 /// Snapshot the directory `dir` as `name`.
 pub fn create(rt: &Handle, store: &Store, name: &str, dir: &Path, opts: WriterOptions) -> Result<Written> {
     publish(rt, store, name, opts, progress::bytes(None, "create"), |w| {
-        Walker::new(Base::Full).walk(w, dir)
+        Walker::new(Base::Full).walk(w, dir).map(|_| ())
     })
 }
 
@@ -44,41 +44,67 @@ pub fn create_diff(
     dir: &Path,
     parent: &str,
     checksum: bool,
-    opts: WriterOptions,
-) -> Result<Written> {
-    diff_of(rt, store, name, parent, opts, |tree| Base::View { tree, checksum }, dir)
-}
-
-/// Save the changes in `upper` (an overlayfs upper dir over snapshot
-/// `parent`) as the diff snapshot `new`.
-pub fn save(rt: &Handle, store: &Store, parent: &str, upper: &Path, new: &str, opts: WriterOptions) -> Result<Written> {
-    diff_of(rt, store, new, parent, opts, |tree| Base::Upper { tree }, upper)
-}
-
-/// Walk `dir` against the merged view of `parent`'s chain into the diff
-/// snapshot `name`, which names its parent by name and index digest.
-fn diff_of(
-    rt: &Handle,
-    store: &Store,
-    name: &str,
-    parent: &str,
     mut opts: WriterOptions,
-    base: impl for<'t> FnOnce(&'t crate::layer::Tree) -> Base<'t>,
-    dir: &Path,
 ) -> Result<Written> {
     let chain = rt.block_on(Chain::open(store, parent))?;
     let tree = chain.tree()?;
-    opts.parent = Some(Parent {
-        name: parent.to_string(),
-        index_digest: chain.top().index_digest(),
-    });
-    let base = base(&tree);
-    let verb = if matches!(base, Base::Upper { .. }) {
-        "save"
-    } else {
-        "create"
-    };
-    publish(rt, store, name, opts, progress::bytes(None, verb), |w| {
-        Walker::new(base).walk(w, dir)
+    opts.parent = Some(parent_of(&chain));
+    publish(rt, store, name, opts, progress::bytes(None, "create"), |w| {
+        Walker::new(Base::View { tree: &tree, checksum })
+            .walk(w, dir)
+            .map(|_| ())
     })
+}
+
+/// Save the live view of an overlay, the upper dir `upper` over snapshot
+/// `below`, as the diff snapshot `new` of `parent` (the last snapshot this
+/// upper dir was saved as, or `below` itself). `None`: nothing changed
+/// since `parent`, and nothing was published.
+pub fn save(
+    rt: &Handle,
+    store: &Store,
+    below: &str,
+    parent: &str,
+    upper: &Path,
+    new: &str,
+    mut opts: WriterOptions,
+) -> Result<Option<Written>> {
+    let against_chain = rt.block_on(Chain::open(store, parent))?;
+    let against = against_chain.tree()?;
+    let below_tree;
+    let below = if parent == below {
+        &against
+    } else {
+        let chain = rt.block_on(Chain::open(store, below))?;
+        let n = chain.snapshots.len();
+        let prefix = against_chain.snapshots.get(..n).unwrap_or_default();
+        if prefix
+            .iter()
+            .map(|s| s.index_digest())
+            .ne(chain.snapshots.iter().map(|s| s.index_digest()))
+        {
+            return Err(Error::refused(
+                format!("snapshot {parent}"),
+                format!("it does not descend from {below}, the snapshot the workspace was mounted on"),
+            ));
+        }
+        below_tree = chain.tree()?;
+        &below_tree
+    };
+    opts.parent = Some(parent_of(&against_chain));
+    publish_if(rt, store, new, opts, progress::bytes(None, "save"), |w| {
+        Walker::new(Base::Upper {
+            below,
+            against: &against,
+        })
+        .walk(w, upper)
+    })
+}
+
+/// The parent reference to the top of `chain`.
+fn parent_of(chain: &Chain) -> Parent {
+    Parent {
+        name: chain.top().name.clone(),
+        index_digest: chain.top().index_digest(),
+    }
 }

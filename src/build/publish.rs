@@ -64,6 +64,23 @@ pub fn publish<F>(
 where
     F: FnOnce(&mut SnapshotWriter<UploadWriter>) -> Result<()>,
 {
+    publish_if(rt, store, name, opts, pb, |w| fill(w).map(|()| true))?
+        .ok_or_else(|| Error::Store(format!("{name}: the upload was dropped")))
+}
+
+/// [`publish`], unless `fill` says (`false`) there is nothing worth keeping:
+/// then the upload is thrown away and nothing is published (`None`).
+pub fn publish_if<F>(
+    rt: &Handle,
+    store: &Store,
+    name: &str,
+    opts: WriterOptions,
+    pb: ProgressBar,
+    fill: F,
+) -> Result<Option<Written>>
+where
+    F: FnOnce(&mut SnapshotWriter<UploadWriter>) -> Result<bool>,
+{
     let key = snapshot_key(name)?;
     match rt.block_on(store.size(&key)) {
         Ok(_) => {
@@ -81,9 +98,15 @@ where
         rt: rt.clone(),
     };
     let mut w = SnapshotWriter::new(sink, opts, pb.clone())?;
-    fill(&mut w)?;
+    let keep = fill(&mut w)?;
     let (written, mut sink) = w.finish()?;
     pb.finish_and_clear();
+    let up = sink.up.take().ok_or_else(|| Error::Store("upload lost".into()));
+    if !keep {
+        rt.block_on(up?.abort())?;
+        return Ok(None);
+    }
+    sink.up = Some(up?);
     sink.flush().map_err(|e| Error::io(format!("uploading {name}"), e))?;
     let up = sink.up.take().ok_or_else(|| Error::Store("upload lost".into()))?;
     rt.block_on(up.commit(false)).map_err(|e| match e {
@@ -92,7 +115,7 @@ where
         },
         e => e,
     })?;
-    Ok(written)
+    Ok(Some(written))
 }
 
 /// Snapshot "t" in 64 KiB frames in a local store at `dir`, for unit tests.

@@ -7,10 +7,14 @@
 //! - [`Base::View`]: a chain's merged view, for a plain directory
 //!   (`create --parent`): entries equal to the view are left out, names the
 //!   view has and the directory lacks become whiteouts.
-//! - [`Base::Upper`]: a chain's merged view under an overlayfs upper dir
-//!   (`save`): the upper dir holds only what changed; whiteouts are
-//!   character devices 0/0 and replaced directories carry
-//!   `trusted.overlay.opaque=y`. Overlay's own xattrs are never saved.
+//! - [`Base::Upper`]: an overlayfs upper dir laid over the view it was
+//!   mounted on (`save`). The tree saved is the live view: the upper dir's
+//!   entries (whiteouts are character devices 0/0, replaced directories
+//!   carry `trusted.overlay.opaque=y`) over the view below. It is compared
+//!   with the view of the last save (the view below, for a first save), so
+//!   a later save holds only what changed since the one before, deletions
+//!   of things an earlier save added included, while the upper dir keeps
+//!   everything since the mount. Overlay's own xattrs are never saved.
 //!
 //! In both diff bases a directory is written only when it changed or
 //! something beneath it is written (then it precedes its children, as tar
@@ -28,7 +32,7 @@ use std::path::Path;
 use crate::error::{Error, IoContext, Result};
 use crate::format::tarhdr::WHITEOUT_PREFIX;
 use crate::format::writer::SnapshotWriter;
-use crate::format::{path, Digest, Entry, Kind, FLAG_OPAQUE};
+use crate::format::{path, Digest, Entry, Kind};
 use crate::layer::{Tree, ROOT};
 use crate::sys;
 
@@ -62,18 +66,35 @@ pub enum Base<'a> {
     },
     /// An overlayfs upper dir over a view.
     Upper {
-        /// The merged view of the mounted chain.
-        tree: &'a Tree,
+        /// What the overlay shows below the upper dir: the mounted chain.
+        below: &'a Tree,
+        /// What the diff is made against: the last saved chain, whose
+        /// first layers are `below`'s.
+        against: &'a Tree,
     },
 }
 
 impl<'a> Base<'a> {
+    /// The view entries are compared with.
     fn tree(&self) -> Option<&'a Tree> {
         match *self {
             Base::Full => None,
-            Base::View { tree, .. } | Base::Upper { tree } => Some(tree),
+            Base::View { tree, .. } => Some(tree),
+            Base::Upper { against, .. } => Some(against),
         }
     }
+}
+
+/// A child of a directory being walked: its name, where it comes from, and
+/// (local children) its metadata, read once.
+type Child = (Vec<u8>, Source, Option<Metadata>);
+
+/// Where a name of the tree being saved comes from.
+enum Source {
+    /// A local file (in the directory, or in the upper dir).
+    Local(std::ffi::OsString),
+    /// Only the view below the upper dir (this inode there).
+    Below(u64),
 }
 
 /// Walks one tree into a writer; see the module docs.
@@ -84,11 +105,13 @@ pub struct Walker<'a> {
     /// Directories entered but not written yet (written when something
     /// beneath them is).
     pending: Vec<Entry>,
-    /// [`Base::View`]: every multiply-linked local file's names in the tree.
+    /// Diff bases: every multiply-linked local file's names in the tree.
     local_groups: HashMap<(u64, u64), Vec<Vec<u8>>>,
-    /// [`Base::View`]: whether each local hardlink group is written (decided
+    /// Diff bases: whether each local hardlink group is written (decided
     /// once, at its first name, so a group is written whole or not at all).
     group_written: HashMap<(u64, u64), bool>,
+    /// Has anything but an unchanged root been written?
+    changed: bool,
 }
 
 impl<'a> Walker<'a> {
@@ -100,21 +123,25 @@ impl<'a> Walker<'a> {
             pending: Vec::new(),
             local_groups: HashMap::new(),
             group_written: HashMap::new(),
+            changed: matches!(base, Base::Full),
         }
     }
 
-    /// Walk the directory `root` into `w`.
-    pub fn walk<W: std::io::Write + Send + 'static>(&mut self, w: &mut SnapshotWriter<W>, root: &Path) -> Result<()> {
+    /// Walk the directory `root` into `w`. Returns whether anything
+    /// differs from the base (always true for [`Base::Full`]).
+    pub fn walk<W: std::io::Write + Send + 'static>(&mut self, w: &mut SnapshotWriter<W>, root: &Path) -> Result<bool> {
         let meta = std::fs::symlink_metadata(root).ctx(|| root.display().to_string())?;
         if !meta.is_dir() {
             return Err(Error::Usage(format!("{}: not a directory", root.display())));
         }
-        if matches!(self.base, Base::View { .. }) {
+        if !matches!(self.base, Base::Full) {
             scan_links(root, Vec::new(), &mut self.local_groups)?;
             self.local_groups.retain(|_, names| names.len() > 1);
         }
         let lower = self.base.tree().map(|_| ROOT);
-        self.visit(w, root, Vec::new(), &meta, lower)
+        let below = matches!(self.base, Base::Upper { .. }).then_some(ROOT);
+        self.visit(w, root, Vec::new(), &meta, lower, below)?;
+        Ok(self.changed)
     }
 
     fn lower_entry(&self, ino: Option<u64>) -> Option<(&'a crate::layer::Node, &'a Entry)> {
@@ -134,6 +161,7 @@ impl<'a> Walker<'a> {
             w.add(d, None)?;
         }
         self.check_name(&e)?;
+        self.changed = true;
         w.add(e, data)
     }
 
@@ -162,34 +190,31 @@ impl<'a> Walker<'a> {
         if e.kind != Kind::File {
             return Ok(same_meta(e, low));
         }
-        let tree_group = self.base.tree().map_or(1, |t| t.paths_of(lower_ino).len());
-        match self.base {
-            Base::Full => Ok(false),
-            Base::View { tree, checksum } => {
-                let key = (meta.dev(), meta.ino());
-                if let Some(&written) = self.group_written.get(&key) {
-                    return Ok(!written);
-                }
-                let local: Vec<&[u8]> = match self.local_groups.get(&key) {
-                    Some(names) => names.iter().map(Vec::as_slice).collect(),
-                    None => vec![e.path.as_slice()],
-                };
-                let same = local == tree.paths_of(lower_ino)
-                    && same_meta(e, low)
-                    && (!checksum || digest_of(abs)? == low.digest);
-                if local.len() > 1 {
-                    self.group_written.insert(key, !same);
-                }
-                Ok(same)
-            }
-            // A copy-up always rewrote the data: compare it. A copy-up of
-            // one name of a lower group split it from the others.
-            Base::Upper { .. } => {
-                Ok(meta.nlink() == 1 && tree_group == 1 && same_meta(e, low) && digest_of(abs)? == low.digest)
-            }
+        let (tree, checksum) = match self.base {
+            Base::Full => return Ok(false),
+            Base::View { tree, checksum } => (tree, checksum),
+            // A copy-up always rewrote the data: compare it.
+            Base::Upper { against, .. } => (against, true),
+        };
+        let key = (meta.dev(), meta.ino());
+        if let Some(&written) = self.group_written.get(&key) {
+            return Ok(!written);
         }
+        // A copy-up of one name of a lower group split it from the others.
+        let local: Vec<&[u8]> = match self.local_groups.get(&key) {
+            Some(names) => names.iter().map(Vec::as_slice).collect(),
+            None => vec![e.path.as_slice()],
+        };
+        let same =
+            local == tree.paths_of(lower_ino) && same_meta(e, low) && (!checksum || digest_of(abs)? == low.digest);
+        if local.len() > 1 {
+            self.group_written.insert(key, !same);
+        }
+        Ok(same)
     }
 
+    /// Visit a local entry: `lower_ino` is its name in the compared view,
+    /// `below_ino` (upper dirs only) its name in the view under the upper dir.
     fn visit<W: std::io::Write + Send + 'static>(
         &mut self,
         w: &mut SnapshotWriter<W>,
@@ -197,13 +222,13 @@ impl<'a> Walker<'a> {
         rel: Vec<u8>,
         meta: &Metadata,
         lower_ino: Option<u64>,
+        below_ino: Option<u64>,
     ) -> Result<()> {
         let upper = matches!(self.base, Base::Upper { .. });
-        if upper && meta.file_type().is_char_device() && meta.rdev() == 0 {
-            let mut wh = Entry::new(rel, Kind::Whiteout);
-            wh.mtime = meta.mtime();
-            wh.mtime_nsec = meta.mtime_nsec() as u32;
-            return self.emit(w, wh, None);
+        if upper && is_whiteout(meta) {
+            // A deletion: written (if the compared view has the name) by
+            // the directory walk, which sees the name is gone.
+            return Ok(());
         }
         let Some(mut e) = entry_from_meta(abs, rel.clone(), meta)? else {
             return Ok(());
@@ -218,42 +243,40 @@ impl<'a> Walker<'a> {
         let same = self.unchanged(abs, &e, meta, lower_named)?;
         match e.kind {
             Kind::Dir => {
-                // An opaque directory hides every lower child.
                 let lower_children: &[(Box<[u8]>, u64)] = match lower {
-                    Some((n, le)) if le.kind == Kind::Dir && !opaque => &n.children,
+                    Some((n, le)) if le.kind == Kind::Dir => &n.children,
                     _ => &[],
                 };
-                if opaque && !rel.is_empty() {
-                    e.flags = FLAG_OPAQUE;
-                }
-                let diff = !matches!(self.base, Base::Full);
-                if diff && same && !opaque && !rel.is_empty() {
-                    self.pending.push(e);
-                } else {
-                    self.emit(w, e, None)?;
-                }
+                // An opaque upper directory hides everything below it.
+                let below_children: &[(Box<[u8]>, u64)] = match (self.below_entry(below_ino), opaque) {
+                    (Some((n, be)), false) if be.kind == Kind::Dir => &n.children,
+                    _ => &[],
+                };
+                self.pending_or_emit(w, e, same)?;
                 let depth = self.pending.len();
-                let names = sorted_names(abs)?;
-                if matches!(self.base, Base::View { .. }) {
-                    // What the directory no longer has.
-                    for (lname, _) in lower_children {
-                        if names.binary_search_by(|n| n.as_bytes().cmp(lname)).is_err() {
-                            let mut wh = Entry::new(path::join(&rel, lname), Kind::Whiteout);
-                            wh.mtime = meta.mtime();
-                            self.emit(w, wh, None)?;
-                        }
+                let children = self.children(abs, &rel, below_children)?;
+                // What the compared view has and this directory no longer does.
+                for (lname, _) in lower_children {
+                    let live = children
+                        .binary_search_by(|(n, _, _)| n.as_slice().cmp(lname))
+                        .is_ok_and(|i| !children[i].2.as_ref().is_some_and(is_whiteout));
+                    if !live {
+                        let mut wh = Entry::new(path::join(&rel, lname), Kind::Whiteout);
+                        wh.mtime = meta.mtime();
+                        self.emit(w, wh, None)?;
                     }
                 }
-                for n in names {
-                    let crel = path::join(&rel, n.as_bytes());
-                    path::check(&crel).map_err(|why| Error::refused(path::display(&crel), why))?;
-                    let child = abs.join(&n);
-                    let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
-                    let li = lower_children
-                        .binary_search_by(|(c, _)| c.as_ref().cmp(n.as_bytes()))
-                        .ok()
-                        .map(|i| lower_children[i].1);
-                    self.visit(w, &child, crel, &m, li)?;
+                for (name, source, m) in children {
+                    let crel = path::join(&rel, &name);
+                    let li = lookup(lower_children, &name);
+                    match (source, m) {
+                        (Source::Local(n), Some(m)) => {
+                            let bi = lookup(below_children, &name);
+                            self.visit(w, &abs.join(n), crel, &m, li, bi)?;
+                        }
+                        (Source::Below(bi), _) => self.visit_below(&crel, bi, li)?,
+                        (Source::Local(_), None) => {}
+                    }
                 }
                 // Nothing beneath changed: this directory is not written.
                 self.pending.truncate(depth.saturating_sub(1).min(self.pending.len()));
@@ -277,6 +300,92 @@ impl<'a> Walker<'a> {
             _ => self.emit(w, e, None),
         }
     }
+
+    /// A directory entry: held back while unchanged (written before its
+    /// first changed child), else written now. The root is always written.
+    fn pending_or_emit<W: std::io::Write + Send + 'static>(
+        &mut self,
+        w: &mut SnapshotWriter<W>,
+        e: Entry,
+        same: bool,
+    ) -> Result<()> {
+        if e.path.is_empty() {
+            // An unchanged root alone is not a change.
+            let changed = self.changed;
+            self.emit(w, e, None)?;
+            self.changed = changed || !same;
+        } else if !matches!(self.base, Base::Full) && same {
+            self.pending.push(e);
+        } else {
+            self.emit(w, e, None)?;
+        }
+        Ok(())
+    }
+
+    /// The names of a directory of the tree being saved, sorted: its local
+    /// names (with their metadata, read once) and, under an upper dir, the
+    /// names of the view below that the upper dir does not hide.
+    fn children(&self, abs: &Path, rel: &[u8], below: &[(Box<[u8]>, u64)]) -> Result<Vec<Child>> {
+        let mut out: Vec<Child> = Vec::new();
+        for n in sorted_names(abs)? {
+            let crel = path::join(rel, n.as_bytes());
+            path::check(&crel).map_err(|why| Error::refused(path::display(&crel), why))?;
+            let child = abs.join(&n);
+            let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
+            out.push((n.as_bytes().to_vec(), Source::Local(n), Some(m)));
+        }
+        let local = out.len();
+        for (name, ino) in below {
+            if out[..local]
+                .binary_search_by(|(n, _, _)| n.as_slice().cmp(name))
+                .is_err()
+            {
+                out.push((name.to_vec(), Source::Below(*ino), None));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// A name only the view below the upper dir has: the live view shows
+    /// it unchanged. The compared view must show the very same entry (an
+    /// earlier save could only have changed it through the upper dir, which
+    /// would still hold the change or a whiteout).
+    fn visit_below(&self, rel: &[u8], below_ino: u64, lower_ino: Option<u64>) -> Result<()> {
+        let Base::Upper { below, against } = self.base else {
+            return Ok(());
+        };
+        let shown = lower_ino.and_then(|l| against.slot(l));
+        if shown.is_some() && shown == below.slot(below_ino) {
+            return Ok(());
+        }
+        Err(Error::refused(
+            path::display(rel),
+            "the upper dir no longer holds a change an earlier save recorded (edited outside the mount?); \
+             nothing was published",
+        ))
+    }
+
+    fn below_entry(&self, ino: Option<u64>) -> Option<(&'a crate::layer::Node, &'a Entry)> {
+        let Base::Upper { below, .. } = self.base else {
+            return None;
+        };
+        let n = below.node(ino?)?;
+        Some((n, below.entry(n)))
+    }
+}
+
+/// Is this upper-dir entry an overlay whiteout (a character device 0/0)?
+fn is_whiteout(m: &Metadata) -> bool {
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+/// The inode of child `name` in a sorted child list.
+fn lookup(children: &[(Box<[u8]>, u64)], name: &[u8]) -> Option<u64> {
+    children
+        .binary_search_by(|(c, _)| c.as_ref().cmp(name))
+        .ok()
+        .map(|i| children[i].1)
 }
 
 /// Is this upper-dir entry an opaque directory? Refuses overlay xattrs

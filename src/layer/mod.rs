@@ -151,6 +151,14 @@ impl Tree {
         }
     }
 
+    /// Where the entry of the name `ino` itself lives (layer, entry), without
+    /// resolving hardlink names: two views of one chain prefix show the same
+    /// entry exactly when their slots agree.
+    pub fn slot(&self, ino: u64) -> Option<(u32, u32)> {
+        let n = self.nodes.get(usize::try_from(ino).ok()?.checked_sub(1)?)?;
+        Some((n.layer, n.entry))
+    }
+
     /// The inode number a name really has (hardlink names resolved).
     pub fn canonical(&self, ino: u64) -> Option<u64> {
         let n = self.nodes.get(usize::try_from(ino).ok()?.checked_sub(1)?)?;

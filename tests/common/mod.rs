@@ -1055,10 +1055,13 @@ pub fn stock_extract_into(snap: &Path, dest: &Path) {
 /// layer rules: whiteouts delete, opaque markers empty their directory, an
 /// entry replaces what was at its path (unlinked first, so a hardlink
 /// sibling of the old file keeps the old content); then the layer is laid over.
+/// (`tar -t` escapes special characters in names, newlines included, and
+/// `printf %b` undoes that.)
 pub fn stock_apply_layer(snap: &Path, dest: &Path) {
     let (snap, s) = (snap.display(), dest.display());
     sh(&format!(
-        "zstd -dc '{snap}' | tar -t | while IFS= read -r e; do b=$(basename \"$e\"); d=$(dirname \"$e\"); \
+        "zstd -dc '{snap}' | tar -t | while IFS= read -r l; do e=$(printf '%bx' \"$l\"); e=${{e%x}}; \
+         b=$(basename \"$e\"); d=$(dirname \"$e\"); \
          case \"$e\" in \
            */) ;; \
            */.wh..wh..opq|.wh..wh..opq) find '{s}'/\"$d\" -mindepth 1 -delete ;; \
