@@ -26,5 +26,6 @@ pub mod progress;
 pub mod snapshot;
 pub mod store;
 pub mod sys;
+pub mod workspace;
 
 pub use error::{Error, Result};
