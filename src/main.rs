@@ -206,10 +206,13 @@ enum Command {
         #[command(flatten)]
         write: WriteArgs,
     },
-    /// List what a diff snapshot changes against its parent (A/M/D).
+    /// List what changes from snapshot A to snapshot B (A/M/D); with one
+    /// snapshot, what it changes against its parent.
     Diff {
-        /// Snapshot name (a diff).
+        /// Snapshot A (with no B: a diff, compared with its parent).
         name: String,
+        /// Snapshot B.
+        to: Option<String>,
         #[command(flatten)]
         store: StoreArg,
         /// Machine-readable output.
@@ -226,13 +229,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the snapshots in a store.
+    /// List the snapshots in a store: kind, size, entries, date, parent.
     List {
         /// Only names starting with this prefix.
         #[arg(default_value = "")]
         prefix: String,
         #[command(flatten)]
         store: StoreArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -303,6 +309,22 @@ fn report_written(name: &str, w: &format::writer::Written, secs: f64) {
         human(idx.tar_size),
         human(w.size),
         human(w.index_len),
+    );
+}
+
+/// One snapshot per line: name, kind, size, entries, whiteouts, frames,
+/// creation time, parent.
+fn print_log_row(e: &cmd::inspect::LogEntry) {
+    let parent = e.parent.as_deref().map(|p| format!("  parent {p}")).unwrap_or_default();
+    println!(
+        "{:<40} {} {:>10} {:>7} entries {:>5} whiteouts {:>5} frames  {}{parent}",
+        e.name,
+        e.kind,
+        human(e.size),
+        e.entries,
+        e.whiteouts,
+        e.frames,
+        e.created
     );
 }
 
@@ -402,8 +424,8 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                     let link = r.link.map(|l| format!(" -> {l}")).unwrap_or_default();
                     let _ = writeln!(
                         out,
-                        "{:<8} {:04o} {:>5}:{:<5} {:>12} {}{}",
-                        r.kind, r.mode, r.uid, r.gid, r.size, r.path, link
+                        "{:<8} {} {:>5}:{:<5} {:>12} {} {}{}",
+                        r.kind, r.mode, r.uid, r.gid, r.size, r.mtime, r.path, link
                     );
                 }
             }
@@ -556,8 +578,8 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             let w = lazysnap::build::squash::squash(h, &open_store(&store)?, &name, &new, writer_opts(&write)?)?;
             report_written(&new, &w, t0.elapsed().as_secs_f64());
         }
-        Command::Diff { name, store, json } => {
-            let changes = cmd::inspect::diff(h, &open_store(&store)?, &name)?;
+        Command::Diff { name, to, store, json } => {
+            let changes = cmd::inspect::diff(h, &open_store(&store)?, &name, to.as_deref())?;
             if json {
                 print_json(&changes)?;
             } else {
@@ -568,27 +590,30 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             }
         }
         Command::Log { name, store, json } => {
-            let entries = cmd::inspect::log(h, &open_store(&store)?, &name)?;
+            let (entries, broken) = cmd::inspect::log(h, &open_store(&store)?, &name)?;
             if json {
                 print_json(&entries)?;
             } else {
-                for e in entries {
-                    let kind = if e.parent.is_some() { "diff" } else { "full" };
-                    println!(
-                        "{:<40} {kind} {:>10} {:>7} entries {:>5} whiteouts {:>5} frames  created {:.0}",
-                        e.name,
-                        human(e.size),
-                        e.entries,
-                        e.whiteouts,
-                        e.frames,
-                        e.created
-                    );
+                for e in &entries {
+                    print_log_row(e);
                 }
             }
+            if let Some(e) = broken {
+                return Err(e);
+            }
         }
-        Command::List { prefix, store } => {
-            for n in h.block_on(open_store(&store)?.list_snapshots(&prefix))? {
-                println!("{n}");
+        Command::List { prefix, store, json } => {
+            let rows = cmd::inspect::list(h, &open_store(&store)?, &prefix)?;
+            if json {
+                print_json(&rows)?;
+            } else {
+                for r in &rows {
+                    match (&r.snapshot, &r.error) {
+                        (Some(e), _) => print_log_row(e),
+                        (None, Some(err)) => println!("{:<40} unreadable: {}", err.name, err.error),
+                        (None, None) => {}
+                    }
+                }
             }
         }
     }

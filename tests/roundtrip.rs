@@ -187,7 +187,7 @@ fn names_are_validated_and_never_overwritten() {
         before
     );
     let o = run_ok(lazysnap().args(["list", "--store", &store]));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "org/repo/main");
+    assert_eq!(listed_names(&o), ["org/repo/main"]);
 
     // Extract never replaces an existing destination, even an empty dir.
     let dest = tmp.path().join("exists");

@@ -7,7 +7,7 @@ use tokio::runtime::Handle;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::{self, coalesce, MAX_REQUEST};
-use crate::format::{self, path, Entry, Kind};
+use crate::format::{self, path, time, Entry, Kind};
 use crate::layer::Tree;
 use crate::snapshot::{Chain, Snapshot};
 use crate::store::Store;
@@ -21,8 +21,8 @@ pub struct Summary {
     pub format_version: u16,
     /// Writer tool.
     pub tool: String,
-    /// Creation time (seconds since the epoch, fractional).
-    pub created: f64,
+    /// Creation time (RFC 3339, UTC).
+    pub created: String,
     /// Object size in bytes.
     pub size: u64,
     /// Uncompressed tar stream size.
@@ -79,7 +79,7 @@ pub fn inspect(rt: &Handle, store: &Store, name: &str) -> Result<Summary> {
         name: s.name.clone(),
         format_version: s.footer.version,
         tool: idx.tool.clone(),
-        created: idx.created_ns as f64 / 1e9,
+        created: time::rfc3339_ns(i128::from(idx.created_ns)),
         size: s.size,
         tar_size: idx.tar_size,
         data_size: idx.data_size(),
@@ -116,16 +116,16 @@ pub struct Listing {
     pub path: String,
     /// Entry type.
     pub kind: &'static str,
-    /// Permission bits.
-    pub mode: u32,
+    /// Permission bits, octal (`"0644"`).
+    pub mode: String,
     /// Owner.
     pub uid: u32,
     /// Group.
     pub gid: u32,
     /// Size in bytes.
     pub size: u64,
-    /// Modification time (seconds).
-    pub mtime: i64,
+    /// Modification time (RFC 3339, UTC).
+    pub mtime: String,
     /// Link target, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
@@ -140,11 +140,11 @@ impl Listing {
             } else {
                 e.kind.name()
             },
-            mode: e.mode,
+            mode: format!("{:04o}", e.mode),
             uid: e.uid,
             gid: e.gid,
             size: e.size,
-            mtime: e.mtime,
+            mtime: time::rfc3339(e.mtime, e.mtime_nsec),
             link: matches!(e.kind, Kind::Symlink | Kind::Hardlink)
                 .then(|| String::from_utf8_lossy(&e.link).into_owned()),
         }
@@ -226,13 +226,15 @@ pub fn cat(rt: &Handle, store: &Store, name: &str, file: &str, out: &mut dyn Wri
     out.flush().ctx(|| "writing output".into())
 }
 
-/// One snapshot of a chain, as printed by `log`.
+/// One snapshot of a chain, as printed by `log` and `list`.
 #[derive(Debug, Serialize)]
 pub struct LogEntry {
     /// Snapshot name.
     pub name: String,
-    /// Creation time (seconds since the epoch).
-    pub created: f64,
+    /// `full` or `diff`.
+    pub kind: &'static str,
+    /// Creation time (RFC 3339, UTC).
+    pub created: String,
     /// Object size.
     pub size: u64,
     /// Entries in this layer.
@@ -245,26 +247,105 @@ pub struct LogEntry {
     pub parent: Option<String>,
 }
 
-/// The chain of `name`, newest first.
-pub fn log(rt: &Handle, store: &Store, name: &str) -> Result<Vec<LogEntry>> {
-    let chain = rt.block_on(Chain::open(store, name))?;
-    Ok(chain
-        .snapshots
-        .iter()
-        .rev()
-        .map(|s| LogEntry {
+impl LogEntry {
+    fn of(s: &Snapshot) -> LogEntry {
+        LogEntry {
             name: s.name.clone(),
-            created: s.index.created_ns as f64 / 1e9,
+            kind: if s.index.parent.is_some() { "diff" } else { "full" },
+            created: time::rfc3339_ns(i128::from(s.index.created_ns)),
             size: s.size,
             entries: s.index.entries.len(),
             whiteouts: s.index.entries.iter().filter(|e| e.kind == Kind::Whiteout).count(),
             frames: s.index.frames.len(),
             parent: s.index.parent.as_ref().map(|p| p.name.clone()),
+        }
+    }
+}
+
+/// The chain of `name`, newest first, as far as it can be followed; with
+/// the reason it stops early (a parent missing, or not the snapshot its
+/// child was made from).
+pub fn log(rt: &Handle, store: &Store, name: &str) -> Result<(Vec<LogEntry>, Option<Error>)> {
+    let mut out = Vec::new();
+    let mut next = rt.block_on(Snapshot::open(store, name))?;
+    loop {
+        out.push(LogEntry::of(&next));
+        let Some(parent) = next.index.parent.clone() else {
+            return Ok((out, None));
+        };
+        if out.len() >= crate::snapshot::MAX_CHAIN {
+            let e = Error::corrupt(format!("snapshot {name}"), "chain deeper than 4096 (a loop?)");
+            return Ok((out, Some(e)));
+        }
+        let p = match rt.block_on(Snapshot::open(store, &parent.name)) {
+            Ok(p) => p,
+            Err(Error::NotFound { .. }) => {
+                let e = Error::not_found(format!(
+                    "parent {} of snapshot {} (the chain breaks there)",
+                    parent.name, next.name
+                ));
+                return Ok((out, Some(e)));
+            }
+            Err(e) => return Ok((out, Some(e))),
+        };
+        if p.index_digest() != parent.index_digest {
+            let e = Error::corrupt(
+                format!("snapshot {}", next.name),
+                format!(
+                    "parent {} is not the snapshot it was made from (index digest differs)",
+                    parent.name
+                ),
+            );
+            return Ok((out, Some(e)));
+        }
+        next = p;
+    }
+}
+
+/// One snapshot of a store, as printed by `list`: what `log` shows of it,
+/// or why it cannot be read.
+#[derive(Debug, Serialize)]
+pub struct ListRow {
+    /// The snapshot, when it opens.
+    #[serde(flatten)]
+    pub snapshot: Option<LogEntry>,
+    /// Its name and why it does not open, otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ListError>,
+}
+
+/// A snapshot `list` cannot open.
+#[derive(Debug, Serialize)]
+pub struct ListError {
+    /// Snapshot name.
+    pub name: String,
+    /// The error.
+    pub error: String,
+}
+
+/// The snapshots under `prefix` in `store`, by name (each opened: footer
+/// and index, one or two reads).
+pub fn list(rt: &Handle, store: &Store, prefix: &str) -> Result<Vec<ListRow>> {
+    let names = rt.block_on(store.list_snapshots(prefix))?;
+    Ok(names
+        .into_iter()
+        .map(|n| match rt.block_on(Snapshot::open(store, &n)) {
+            Ok(s) => ListRow {
+                snapshot: Some(LogEntry::of(&s)),
+                error: None,
+            },
+            Err(e) => ListRow {
+                snapshot: None,
+                error: Some(ListError {
+                    name: n,
+                    error: e.to_string(),
+                }),
+            },
         })
         .collect())
 }
 
-/// One change of a diff against its parent, as printed by `diff`.
+/// One change between two views, as printed by `diff`.
 #[derive(Debug, Serialize)]
 pub struct Change {
     /// `A` added, `M` modified (content or metadata), `D` deleted.
@@ -275,45 +356,89 @@ pub struct Change {
     pub kind: &'static str,
 }
 
-/// What diff snapshot `name` changes relative to its parent's view. Only
-/// indexes are read. Directories a diff carries only as the parents of
-/// changed entries are not listed.
-pub fn diff(rt: &Handle, store: &Store, name: &str) -> Result<Vec<Change>> {
-    let mut chain = rt.block_on(Chain::open(store, name))?;
-    let top = chain
-        .snapshots
-        .pop()
-        .ok_or_else(|| Error::not_found(format!("snapshot {name}")))?;
-    if chain.snapshots.is_empty() {
-        return Err(Error::Usage(format!(
-            "{name} is a full snapshot: it has no parent to compare with"
-        )));
-    }
-    let lower = chain.tree()?;
-    let mut out = Vec::new();
-    for e in top.index.entries.iter().filter(|e| !e.path.is_empty()) {
-        let before = lower
-            .resolve(&e.path)
-            .and_then(|ino| lower.node(ino))
-            .map(|n| lower.entry(n));
-        let (op, kind) = match (e.kind, before) {
-            (Kind::Whiteout, Some(b)) => ('D', b.kind),
-            (Kind::Whiteout, None) => continue,
-            (_, None) => ('A', e.kind),
-            (_, Some(b)) => {
-                let same = crate::build::walk::same_meta(e, b) && e.digest == b.digest && !e.is_opaque();
-                if same {
-                    continue;
-                }
-                ('M', e.kind)
+/// What changes from snapshot `from` to snapshot `to` (default: `to` is
+/// `from`, compared with its parent). Only indexes are read. Everything
+/// added is listed; a directory deleted is one change (its contents are not
+/// listed); a type change is an `M` of the new entry; directories that are
+/// only the parents of changed entries are not listed.
+pub fn diff(rt: &Handle, store: &Store, from: &str, to: Option<&str>) -> Result<Vec<Change>> {
+    let (a, b) = match to {
+        Some(to) => {
+            let a = rt.block_on(Chain::open(store, from))?.tree()?;
+            let b = rt.block_on(Chain::open(store, to))?.tree()?;
+            (a, b)
+        }
+        None => {
+            let mut chain = rt.block_on(Chain::open(store, from))?;
+            let b = chain.tree()?;
+            chain.snapshots.pop();
+            if chain.snapshots.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{from} is a full snapshot: it has no parent to compare with (diff A B compares two snapshots)"
+                )));
             }
+            (chain.tree()?, b)
+        }
+    };
+    Ok(changes(&a, &b))
+}
+
+/// The changes from view `a` to view `b`, in path order.
+fn changes(a: &Tree, b: &Tree) -> Vec<Change> {
+    let kind = |e: &Entry| if e.kind == Kind::Hardlink { Kind::File } else { e.kind };
+    let same = |x: &Entry, y: &Entry| {
+        kind(x) == kind(y)
+            && crate::build::walk::same_meta(x, y)
+            && (!x.kind.has_data() || x.digest == y.digest)
+            && (x.kind != Kind::Symlink || x.link == y.link)
+    };
+    let change = |op: char, e: &Entry| Change {
+        op,
+        path: path::display(&e.path),
+        kind: kind(e).name(),
+    };
+    let xs: Vec<&Entry> = a.names().map(|(_, e, _)| e).collect();
+    let ys: Vec<&Entry> = b.names().map(|(_, e, _)| e).collect();
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    // Below a directory deleted or replaced as a whole: not listed.
+    let mut skip_a: Option<&[u8]> = None;
+    while i < xs.len() || j < ys.len() {
+        let below = |e: Option<&&Entry>, skip: Option<&[u8]>| {
+            e.is_some_and(|e| skip.is_some_and(|d| path::is_within(&e.path, d)))
         };
-        let kind = if kind == Kind::Hardlink { Kind::File } else { kind };
-        out.push(Change {
-            op,
-            path: path::display(&e.path),
-            kind: kind.name(),
-        });
+        if below(xs.get(i), skip_a) {
+            i += 1;
+            continue;
+        }
+        let ord = match (xs.get(i), ys.get(j)) {
+            (Some(x), Some(y)) => path::cmp(&x.path, &y.path),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                out.push(change('D', xs[i]));
+                skip_a = Some(&xs[i].path);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(change('A', ys[j]));
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let (x, y) = (xs[i], ys[j]);
+                if kind(x) != kind(y) {
+                    // A type change replaces the old entry's whole subtree.
+                    out.push(change('M', y));
+                    skip_a = Some(&x.path);
+                } else if !same(x, y) && !x.path.is_empty() {
+                    out.push(change('M', y));
+                }
+                i += 1;
+                j += 1;
+            }
+        }
     }
-    Ok(out)
+    out
 }

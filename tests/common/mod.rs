@@ -1165,3 +1165,11 @@ impl Drop for Env {
         }
     }
 }
+
+/// The snapshot names in `list` output (the first column).
+pub fn listed_names(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
