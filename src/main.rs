@@ -11,7 +11,7 @@ use lazysnap::fetch::fetcher::FetchConfig;
 use lazysnap::format::writer::WriterOptions;
 use lazysnap::format::{self, DEFAULT_LEVEL};
 use lazysnap::mount::MountOptions;
-use lazysnap::store::Store;
+use lazysnap::store::{RetryPolicy, Store};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +22,10 @@ use lazysnap::store::Store;
 struct Cli {
     #[command(subcommand)]
     cmd: Command,
+    /// Seconds a store read may take, retries included, before the command
+    /// (or, in a mount, the read) fails with a timeout.
+    #[arg(long, global = true, env = "LAZYSNAP_READ_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    read_timeout: u64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -158,9 +162,6 @@ enum Command {
         /// Memory budget for all frame buffers.
         #[arg(long, default_value = "256MiB", value_parser = parse_size)]
         memory: u64,
-        /// Seconds before a read that cannot be served fails (ETIMEDOUT).
-        #[arg(long, default_value_t = 30)]
-        read_timeout: u64,
         /// Do not fetch the snapshot's prefetch list at mount.
         #[arg(long)]
         no_prefetch: bool,
@@ -275,8 +276,15 @@ fn writer_opts(w: &WriteArgs) -> Result<WriterOptions> {
     })
 }
 
-fn open_store(s: &StoreArg) -> Result<Store> {
-    Store::open(&s.store.to_string_lossy())
+/// How every command reads a store: a bounded number of attempts, each
+/// with a deadline, adding up to about `--read-timeout`.
+fn policy(read_timeout: u64) -> RetryPolicy {
+    let total = std::time::Duration::from_secs(read_timeout);
+    RetryPolicy {
+        attempts: 3,
+        timeout: (total / 3).max(std::time::Duration::from_millis(500)),
+        backoff: std::time::Duration::from_millis(50),
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -342,6 +350,11 @@ fn run(cli: Cli) -> Result<()> {
 fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
     let h = rt.handle();
     let t0 = std::time::Instant::now();
+    let read_timeout = cli.read_timeout;
+    let open_store =
+        |s: &StoreArg| Store::open(&s.store.to_string_lossy()).map(|st| st.with_policy(policy(read_timeout)));
+    let open_writable =
+        |s: &StoreArg| Store::open_writable(&s.store.to_string_lossy()).map(|st| st.with_policy(policy(read_timeout)));
     match cli.cmd {
         Command::Create {
             dir,
@@ -352,7 +365,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             stats,
             write,
         } => {
-            let st = open_store(&store)?;
+            let st = open_writable(&store)?;
             let res = match parent {
                 Some(p) => lazysnap::build::create_diff(h, &st, &name, &dir, &p, checksum, writer_opts(&write)?),
                 None => lazysnap::build::create(h, &st, &name, &dir, writer_opts(&write)?),
@@ -369,7 +382,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             name,
             write,
         } => {
-            let w = lazysnap::build::import::import(h, &open_store(&store)?, &name, &file, writer_opts(&write)?)?;
+            let w = lazysnap::build::import::import(h, &open_writable(&store)?, &name, &file, writer_opts(&write)?)?;
             report_written(&name, &w, t0.elapsed().as_secs_f64());
         }
         Command::Inspect { name, store, json } => {
@@ -478,7 +491,6 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             cache_dir,
             cache_size,
             memory,
-            read_timeout,
             no_prefetch,
             foreground,
         } => {
@@ -502,7 +514,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                     disk: cache_dir.map(|d| (d, cache_size)),
                     ..FetchConfig::default()
                 },
-                read_deadline: std::time::Duration::from_secs(read_timeout.max(1)),
+                read_deadline: std::time::Duration::from_secs(read_timeout),
                 prefetch: !no_prefetch,
                 ..MountOptions::default()
             };
@@ -524,7 +536,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 ))
             })?;
             let uri = store.map_or(rec.store.clone(), |s| s.to_string_lossy().into_owned());
-            let st = Store::open(&uri)?;
+            let st = Store::open_writable(&uri)?.with_policy(policy(read_timeout));
             let saved = lazysnap::build::save(
                 h,
                 &st,
@@ -575,7 +587,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             new,
             write,
         } => {
-            let w = lazysnap::build::squash::squash(h, &open_store(&store)?, &name, &new, writer_opts(&write)?)?;
+            let w = lazysnap::build::squash::squash(h, &open_writable(&store)?, &name, &new, writer_opts(&write)?)?;
             report_written(&new, &w, t0.elapsed().as_secs_f64());
         }
         Command::Diff { name, to, store, json } => {

@@ -195,7 +195,7 @@ fn faulty_mount(env: &Env, name: &str, mnt: &Path, deadline: Duration) -> Faulty
         .enable_all()
         .build()
         .expect("runtime");
-    let local = Arc::new(LocalStore::new(env.p("store")).expect("store"));
+    let local = Arc::new(LocalStore::new(env.p("store"), false).expect("store"));
     let faulty = Arc::new(FaultyStore::new(local, Faults::default()));
     let policy = RetryPolicy {
         attempts: 2,
@@ -491,7 +491,7 @@ fn prefetch_list_is_fetched_in_the_background_at_mount() {
         .enable_all()
         .build()
         .expect("rt");
-    let store = Store::open(&env.store()).expect("store");
+    let store = Store::open_writable(&env.store()).expect("store");
     let opts = lazysnap::format::writer::WriterOptions {
         prefetch: vec![
             paths::ZERO_RUNS.as_bytes().to_vec(),

@@ -124,7 +124,7 @@ pub(crate) fn publish_test<F>(rt: &tokio::runtime::Runtime, dir: &std::path::Pat
 where
     F: FnOnce(&mut SnapshotWriter<UploadWriter>) -> Result<()>,
 {
-    let store = Store::open(&dir.display().to_string()).expect("store");
+    let store = Store::open_writable(&dir.display().to_string()).expect("store");
     let opts = WriterOptions {
         frame_size: 64 << 10,
         ..WriterOptions::default()

@@ -731,7 +731,7 @@ mod tests {
 
     /// The local store at `dir`, every read delayed by `ms`.
     fn slow_store(dir: &std::path::Path, ms: u64) -> Store {
-        let local = Arc::new(crate::store::local::LocalStore::new(dir).expect("store"));
+        let local = Arc::new(crate::store::local::LocalStore::new(dir, true).expect("store"));
         let faults = crate::store::faulty::Faults {
             slow: vec![0..u64::MAX / 2, u64::MAX / 2..u64::MAX],
             delay: std::time::Duration::from_millis(ms),

@@ -4,6 +4,11 @@
 //! next to the destination, are fsynced, and are published with a hard link
 //! (no overwrite) or a rename (overwrite), so a reader never sees a partial
 //! object and a crashed upload leaves only a hidden temp file.
+//!
+//! Every filesystem call runs on the blocking pool, so the deadlines of
+//! [`super::Store`] hold even when the directory is on a mount that stops
+//! answering; and only regular files are objects (opening a FIFO would
+//! block forever).
 
 use std::fs::File;
 use std::io::Write;
@@ -29,13 +34,25 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// A store rooted at `dir` (created if missing).
-    pub fn new(dir: impl AsRef<Path>) -> Result<LocalStore> {
+    /// A store rooted at `dir`; with `create`, the directory is made if
+    /// missing (commands that write), else a missing one is an error.
+    pub fn new(dir: impl AsRef<Path>, create: bool) -> Result<LocalStore> {
         let root = dir.as_ref().to_path_buf();
         if root.as_os_str().is_empty() {
             return Err(Error::Usage("empty store path".into()));
         }
-        std::fs::create_dir_all(&root).ctx(|| format!("store {}", root.display()))?;
+        if create {
+            std::fs::create_dir_all(&root).ctx(|| format!("store {}", root.display()))?;
+        } else {
+            match std::fs::metadata(&root) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(Error::Usage(format!("store {}: not a directory", root.display()))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::not_found(format!("store {}", root.display())))
+                }
+                Err(e) => return Err(Error::io(format!("store {}", root.display()), e)),
+            }
+        }
         Ok(LocalStore {
             root,
             open: Mutex::new(Vec::new()),
@@ -46,12 +63,12 @@ impl LocalStore {
         self.root.join(key)
     }
 
-    fn file(&self, key: &str) -> Result<Arc<File>> {
+    async fn file(&self, key: &str) -> Result<Arc<File>> {
         if let Some((_, f)) = self.open.lock().iter().find(|(k, _)| k == key) {
             return Ok(f.clone());
         }
         let p = self.path(key);
-        let f = Arc::new(File::open(&p).map_err(|e| not_found_or(e, &p))?);
+        let f = Arc::new(blocking(move || open_object(&p)).await?);
         let mut open = self.open.lock();
         if open.len() >= OPEN_FILES {
             open.remove(0);
@@ -59,6 +76,37 @@ impl LocalStore {
         open.push((key.to_string(), f.clone()));
         Ok(f)
     }
+}
+
+/// Open an object for reading: a regular file, never anything that could
+/// block the open (a FIFO) or is not data (a device, a directory).
+fn open_object(p: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .map_err(|e| not_found_or(e, p))?;
+    let m = f.metadata().ctx(|| p.display().to_string())?;
+    if !m.is_file() {
+        return Err(Error::refused(
+            p.display().to_string(),
+            "not a regular file, so not a snapshot object",
+        ));
+    }
+    Ok(f)
+}
+
+/// The size of the object at `p` (a regular file).
+fn object_size(p: &Path) -> Result<u64> {
+    let m = std::fs::metadata(p).map_err(|e| not_found_or(e, p))?;
+    if !m.is_file() {
+        return Err(Error::refused(
+            p.display().to_string(),
+            "not a regular file, so not a snapshot object",
+        ));
+    }
+    Ok(m.len())
 }
 
 fn not_found_or(e: std::io::Error, p: &Path) -> Error {
@@ -98,13 +146,13 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let f = self.file(key)?;
+        let f = self.file(key).await?;
         let what = self.path(key).display().to_string();
         blocking(move || read_at(&f, range, &what)).await
     }
 
     async fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64)> {
-        let f = self.file(key)?;
+        let f = self.file(key).await?;
         let what = self.path(key).display().to_string();
         blocking(move || {
             let size = f.metadata().ctx(|| what.clone())?.len();
@@ -116,31 +164,32 @@ impl ObjectStore for LocalStore {
 
     async fn size(&self, key: &str) -> Result<u64> {
         let p = self.path(key);
-        std::fs::metadata(&p).map(|m| m.len()).map_err(|e| not_found_or(e, &p))
+        blocking(move || object_size(&p)).await
     }
 
     async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
         let dest = self.path(key);
-        let dir = dest
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.clone());
-        std::fs::create_dir_all(&dir).ctx(|| format!("{}", dir.display()))?;
-        let base = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{base}.tmp-{}-{}", std::process::id(), unique()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .ctx(|| format!("{}", tmp.display()))?;
-        Ok(Box::new(LocalUpload {
-            file: Some(file),
-            tmp,
-            dest,
-        }))
+        let root = self.root.clone();
+        blocking(move || {
+            let dir = dest.parent().map(Path::to_path_buf).unwrap_or(root);
+            std::fs::create_dir_all(&dir).ctx(|| format!("{}", dir.display()))?;
+            let base = dest
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = dir.join(format!(".{base}.tmp-{}-{}", std::process::id(), unique()));
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .ctx(|| format!("{}", tmp.display()))?;
+            Ok(Box::new(LocalUpload {
+                file: Some(Arc::new(file)),
+                tmp,
+                dest,
+            }) as Box<dyn Upload>)
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -158,7 +207,7 @@ impl ObjectStore for LocalStore {
     async fn delete(&self, key: &str) -> Result<()> {
         let p = self.path(key);
         self.open.lock().retain(|(k, _)| k != key);
-        std::fs::remove_file(&p).map_err(|e| not_found_or(e, &p))
+        blocking(move || std::fs::remove_file(&p).map_err(|e| not_found_or(e, &p))).await
     }
 }
 
@@ -197,7 +246,7 @@ fn unique() -> u64 {
 }
 
 struct LocalUpload {
-    file: Option<File>,
+    file: Option<Arc<File>>,
     tmp: PathBuf,
     dest: PathBuf,
 }
@@ -205,11 +254,12 @@ struct LocalUpload {
 #[async_trait]
 impl Upload for LocalUpload {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        let tmp = &self.tmp;
-        match self.file.as_mut() {
-            Some(f) => f.write_all(&data).ctx(|| tmp.display().to_string()),
-            None => Err(Error::Store("upload already finished".into())),
-        }
+        let f = self
+            .file
+            .clone()
+            .ok_or_else(|| Error::Store("upload already finished".into()))?;
+        let tmp = self.tmp.clone();
+        blocking(move || (&*f).write_all(&data).ctx(|| tmp.display().to_string())).await
     }
 
     async fn commit(mut self: Box<Self>, overwrite: bool) -> Result<()> {
@@ -217,33 +267,38 @@ impl Upload for LocalUpload {
             .file
             .take()
             .ok_or_else(|| Error::Store("upload already finished".into()))?;
-        f.sync_all().ctx(|| self.tmp.display().to_string())?;
-        drop(f);
-        let published = if overwrite {
-            std::fs::rename(&self.tmp, &self.dest)
-        } else {
-            std::fs::hard_link(&self.tmp, &self.dest)
-        };
-        match published {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::Exists {
-                    what: self.dest.display().to_string(),
-                })
+        let (tmp, dest) = (self.tmp.clone(), self.dest.clone());
+        blocking(move || {
+            f.sync_all().ctx(|| tmp.display().to_string())?;
+            drop(f);
+            let published = if overwrite {
+                std::fs::rename(&tmp, &dest)
+            } else {
+                std::fs::hard_link(&tmp, &dest)
+            };
+            match published {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::Exists {
+                        what: dest.display().to_string(),
+                    })
+                }
+                Err(e) => return Err(Error::io_path(&dest, e)),
             }
-            Err(e) => return Err(Error::io_path(&self.dest, e)),
-        }
-        if let Some(dir) = self.dest.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
+            if let Some(dir) = dest.parent() {
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
         self.file = None;
-        std::fs::remove_file(&self.tmp).ctx(|| self.tmp.display().to_string())
+        let tmp = self.tmp.clone();
+        blocking(move || std::fs::remove_file(&tmp).ctx(|| tmp.display().to_string())).await
     }
 }
 

@@ -10,6 +10,7 @@ pub mod faulty;
 pub mod local;
 
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,18 +156,16 @@ impl Store {
         }
     }
 
-    /// Open a store from a URI: `file://DIR` or a plain path.
+    /// Open an existing store for reading: `file:///DIR` or a plain path.
+    /// A missing store is an error naming it (nothing is created).
     pub fn open(uri: &str) -> Result<Store> {
-        if let Some(rest) = uri.strip_prefix("file://") {
-            return Ok(Store::new(Arc::new(local::LocalStore::new(rest)?)));
-        }
-        if let Some((scheme, _)) = uri.split_once("://") {
-            return Err(Error::Unsupported {
-                what: format!("store {scheme}://…"),
-                why: "this build supports local stores (file://DIR or a path)".into(),
-            });
-        }
-        Ok(Store::new(Arc::new(local::LocalStore::new(uri)?)))
+        Ok(Store::new(Arc::new(local::LocalStore::new(local_dir(uri)?, false)?)))
+    }
+
+    /// Open a store to write into, creating a local store's directory if
+    /// it is missing.
+    pub fn open_writable(uri: &str) -> Result<Store> {
+        Ok(Store::new(Arc::new(local::LocalStore::new(local_dir(uri)?, true)?)))
     }
 
     /// The counters.
@@ -243,6 +242,43 @@ impl Store {
     }
 }
 
+/// The directory of a local store URI: `file:///ABS`, `file://localhost/ABS`
+/// or a plain path. A `file://` URI with any other host (or credentials)
+/// is refused rather than read as a relative path.
+fn local_dir(uri: &str) -> Result<PathBuf> {
+    if uri.is_empty() {
+        return Err(Error::Usage("empty store URI".into()));
+    }
+    if let Some(rest) = uri.strip_prefix("file://") {
+        let path = rest.strip_prefix("localhost").unwrap_or(rest);
+        if !path.starts_with('/') {
+            return Err(Error::Usage(format!(
+                "bad store URI {:?}: a file:// URI names an absolute path (file:///DIR); \
+                 hosts and credentials are not supported",
+                crate::error::shorten(uri.to_string())
+            )));
+        }
+        return Ok(PathBuf::from(path));
+    }
+    if let Some((scheme, _)) = uri.split_once("://") {
+        return Err(Error::Unsupported {
+            what: format!("store {scheme}://…"),
+            why: "this build supports local stores (file:///DIR or a path)".into(),
+        });
+    }
+    Ok(PathBuf::from(uri))
+}
+
+/// The absolute form of a store URI, as recorded for later commands run
+/// from anywhere: `file:///ABS` for a local store (relative paths resolved
+/// against the current directory, symlinks in existing parts resolved).
+pub fn absolute_uri(uri: &str) -> Result<String> {
+    let dir = local_dir(uri)?;
+    let abs = std::path::absolute(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+    let abs = std::fs::canonicalize(&abs).unwrap_or(abs);
+    Ok(format!("file://{}", abs.display()))
+}
+
 /// Check a snapshot name and return its object key.
 ///
 /// Names are `/`-separated components of printable characters; no empty, `.`
@@ -286,5 +322,18 @@ mod tests {
         for bad in ["", "/abs", "a//b", "a/../b", "..", "a/.hidden", "a\nb", "a\\b", "x/"] {
             assert!(snapshot_key(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn uris() {
+        assert_eq!(local_dir("file:///a/b").unwrap(), PathBuf::from("/a/b"));
+        assert_eq!(local_dir("file://localhost/a").unwrap(), PathBuf::from("/a"));
+        assert_eq!(local_dir("rel/dir").unwrap(), PathBuf::from("rel/dir"));
+        for bad in ["file://user:pw@host/x", "file://rel", "file://host/x", ""] {
+            assert!(local_dir(bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(local_dir("s3://b/p"), Err(Error::Unsupported { .. })));
+        let abs = absolute_uri("some/rel").unwrap();
+        assert!(abs.starts_with("file:///") && abs.ends_with("/some/rel"), "{abs}");
     }
 }
