@@ -17,6 +17,7 @@ pub mod footer;
 pub mod index;
 pub mod path;
 pub mod tarhdr;
+pub mod tarread;
 pub mod writer;
 
 pub use footer::Footer;
