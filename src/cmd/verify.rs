@@ -1,10 +1,11 @@
 //! `lazysnap verify NAME`: check every frame digest and every entry.
 //!
 //! Streams the whole snapshot once: each frame's digest is checked before it
-//! is decompressed, the tar stream is parsed with an independent tar reader,
-//! and every header is compared with its index entry (type, mode, owner,
-//! times, size, link, xattrs, data offset) and every file's content with its
-//! digest. Index entries missing from the stream are errors too.
+//! is decompressed, the tar stream is parsed with an independent tar reader
+//! ([`crate::format::tarread`], not the writer's code), and every header is
+//! compared with its index entry (type, mode, owner, times, size, link,
+//! xattrs, data offset) and every file's content with its digest. Index
+//! entries missing from the stream are errors too.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::build::import::entry_from_tar;
 use crate::error::{Error, Result};
 use crate::fetch::stream::{stream_frames, StreamReader};
 use crate::format::tarhdr::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::format::tarread::TarReader;
 use crate::format::{path, Entry, Index, Kind};
 use crate::progress;
 use crate::snapshot::Snapshot;
@@ -46,7 +48,7 @@ pub fn verify(rt: &Handle, store: &Store, name: &str) -> Result<VerifyReport> {
     );
     let pb = progress::bytes(Some(index.tar_size), "verify");
     let reader = StreamReader::new(rx).with_progress(pb.clone());
-    let mut ar = tar::Archive::new(reader);
+    let mut ar = TarReader::new(reader, what.clone());
     let mut seen = vec![false; index.entries.len()];
     let mut res = check_stream(&mut ar, &index, &mut seen, &what);
     let mut rest = ar.into_inner();
@@ -88,13 +90,9 @@ pub fn verify(rt: &Handle, store: &Store, name: &str) -> Result<VerifyReport> {
     })
 }
 
-fn check_stream<R: Read>(ar: &mut tar::Archive<R>, index: &Index, seen: &mut [bool], what: &str) -> Result<()> {
-    let bad_tar = |e: std::io::Error| Error::corrupt(what, format!("tar stream: {e}"));
-    for ent in ar.entries().map_err(bad_tar)? {
-        let mut ent = ent.map_err(bad_tar)?;
-        let Some(mut got) = entry_from_tar(&mut ent)? else {
-            return Err(Error::corrupt(what, "unexpected tar entry type"));
-        };
+fn check_stream<R: Read>(ar: &mut TarReader<R>, index: &Index, seen: &mut [bool], what: &str) -> Result<()> {
+    while let Some(t) = ar.next_entry()? {
+        let mut got = entry_from_tar(&t)?;
         let name = path::file_name(&got.path).to_vec();
         if name == OPAQUE_MARKER {
             let dir = path::parent(&got.path);
@@ -128,14 +126,14 @@ fn check_stream<R: Read>(ar: &mut tar::Archive<R>, index: &Index, seen: &mut [bo
             ));
         }
         if want.kind == Kind::File {
-            if ent.raw_file_position() != want.offset {
+            if t.data_offset != want.offset {
                 return Err(Error::corrupt(
                     what,
                     format!("{shown}: data offset differs from the index"),
                 ));
             }
             let mut h = blake3::Hasher::new();
-            std::io::copy(&mut ent, &mut h).map_err(|e| Error::corrupt(what, format!("{shown}: {e}")))?;
+            std::io::copy(&mut ar.data(), &mut h).map_err(|e| Error::corrupt(what, format!("{shown}: {e}")))?;
             if crate::format::truncate(h.finalize()) != want.digest {
                 return Err(Error::corrupt(what, format!("{shown}: content digest mismatch")));
             }
