@@ -506,7 +506,9 @@ impl Header {
             full.extend_from_slice(&name);
             name = full;
         }
-        let has_dev = ustar || &b[257..265] == b"ustar  \0";
+        // Device fields mean something only for devices; other entries may
+        // carry anything there (V7 headers have no such fields at all).
+        let has_dev = (ustar || &b[257..265] == b"ustar  \0") && matches!(b[156], b'3' | b'4');
         Ok(Header {
             name,
             link: cstr(&b[157..257]).to_vec(),
