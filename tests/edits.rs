@@ -339,6 +339,7 @@ fn diffs_refuse_names_that_read_as_whiteouts() {
     fs::write(t.join(".wh.foo"), b"a file named like a whiteout").expect("write");
     fs::write(t.join("foo"), b"foo").expect("write");
     env.create(&t, "full");
+    run_ok(env.cmd().args(["verify", "full", "--store", &env.store()]));
     let out = env.p("out");
     run_ok(
         env.cmd()

@@ -186,3 +186,70 @@ fn implicit_parent_directories_are_created() {
     run_ok(lazysnap().args(["extract", "imp"]).arg(&out).args(["--store", &store]));
     assert_eq!(std::fs::read(out.join("a/d.txt")).expect("read"), b"bye");
 }
+
+#[test]
+fn pax_records_with_newlines_import() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    let f = src.join("x");
+    std::fs::write(&f, b"hi").expect("write");
+    set_xattr(&f, "user.nl", b"a\nb").expect("xattr");
+    set_xattr(&f, "user.bin", &[0, b'\n', 255, b'=', b'\n']).expect("xattr");
+    let long = src.join(format!("{}\nz", "L".repeat(120)));
+    std::fs::write(&long, b"long").expect("write");
+    std::fs::hard_link(&long, src.join("hard")).expect("link");
+    std::os::unix::fs::symlink(format!("{}\nq", "t".repeat(110)), src.join("s")).expect("symlink");
+    std::fs::write(src.join("a\nb"), b"nl").expect("write");
+    let store = tmp.path().join("store").display().to_string();
+    let file = tmp.path().join("nl.tar");
+    std::fs::write(&file, tar_of(&src)).expect("write");
+    run_ok(
+        lazysnap()
+            .arg("import")
+            .arg(&file)
+            .args(["--store", &store, "--name", "nl"]),
+    );
+    run_ok(lazysnap().args(["verify", "nl", "--store", &store]));
+    let out = tmp.path().join("out");
+    run_ok(lazysnap().args(["extract", "nl"]).arg(&out).args(["--store", &store]));
+    assert_trees_equal(&src, &out);
+}
+
+#[test]
+fn sparse_files_are_refused_naming_the_entry() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    let f = std::fs::File::create(src.join("holes.bin")).expect("create");
+    f.set_len(8 << 20).expect("truncate");
+    drop(f);
+    std::fs::write(src.join("plain"), b"plain").expect("write");
+    let store = tmp.path().join("store").display().to_string();
+    // GNU tar writes typeflag 'S' in gnu format, GNU.sparse.* pax records in pax format.
+    for format in ["gnu", "pax"] {
+        let file = tmp.path().join(format!("sparse-{format}.tar"));
+        let o = Command::new("tar")
+            .arg(format!("--format={format}"))
+            .args(["--sparse", "-C"])
+            .arg(&src)
+            .arg("-cf")
+            .arg(&file)
+            .arg(".")
+            .output()
+            .expect("tar");
+        assert!(o.status.success());
+        let o = run_fail(
+            lazysnap()
+                .arg("import")
+                .arg(&file)
+                .args(["--store", &store, "--name", format]),
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{format}: {err}");
+        assert!(
+            err.contains("holes.bin") && err.contains("sparse") && err.contains("refused"),
+            "{format}: {err}"
+        );
+    }
+}

@@ -12,7 +12,11 @@
 //!   output is produced, whatever its declared length;
 //! - a whole object (footer, index frame, decompression, decode): at most
 //!   48 bytes per decompressed index byte plus 4 MiB, where a valid footer
-//!   may declare at most 64 decompressed bytes per compressed one.
+//!   may declare at most 64 decompressed bytes per compressed one;
+//! - tar headers (`format::tarread`, all entries of an archive): at most
+//!   4 bytes per input byte plus 256 KiB (extension headers are read in
+//!   chunks as their bytes arrive; a pax header is at most 1 MiB, so a
+//!   declared size never allocates more than is there).
 //!
 //! One test function in this binary: the allocator's counters are global.
 
@@ -260,6 +264,57 @@ fn hostile_bytes_never_panic_and_allocate_within_bounds() {
     let (res, peak) = peak_of(|| lazysnap::fetch::decode_frame(0, &frame, &small, "t").map(|_| ()));
     assert!(res.is_err());
     assert!(peak <= 64 * small.len() + (1 << 20), "frame decode allocated {peak}");
+
+    // Tar headers: arbitrary bytes, and mutations of an archive with pax
+    // records (newlines in values), long names, links and xattrs.
+    let tar_bound = |len: usize| 4 * len + (256 << 10);
+    let mut archive = Vec::new();
+    for (i, name) in ["a/b", "long/\nname/with/newline/".repeat(10).as_str(), "c"]
+        .iter()
+        .enumerate()
+    {
+        let mut e = entry(name, if i == 1 { Kind::Dir } else { Kind::File });
+        e.xattrs = vec![(b"user.x".to_vec(), b"line1\nline2".to_vec())];
+        e.mtime = -3;
+        e.mtime_nsec = 5;
+        format::tarhdr::write_header(&e, &mut archive);
+    }
+    archive.resize(archive.len() + 1024, 0);
+    let read_all = |b: &[u8]| {
+        let mut r = format::tarread::TarReader::new(b, "t");
+        let mut n = 0;
+        while let Ok(Some(_)) = r.next_entry() {
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(read_all(&archive), 3, "the unmutated archive reads");
+    for strategy in [
+        proptest::collection::vec(any::<u8>(), 0..8192).boxed(),
+        mutated(archive.clone()).boxed(),
+    ] {
+        let mut runner = TestRunner::new(cfg.clone());
+        runner
+            .run(&strategy, |b| {
+                let (_, peak) = peak_of(|| read_all(&b));
+                prop_assert!(peak <= tar_bound(b.len()), "tar of {} bytes allocated {peak}", b.len());
+                Ok(())
+            })
+            .expect("tar");
+    }
+    // A pax header declaring 2 GiB in a 1 KiB archive.
+    let mut lying = Vec::new();
+    format::tarhdr::write_header(&entry("x", Kind::File), &mut lying);
+    let mut pax = lying[..512].to_vec();
+    pax[156] = b'x';
+    pax[124..136].copy_from_slice(b"17777777777\0");
+    pax[148..156].copy_from_slice(b"        ");
+    let sum: u32 = pax.iter().map(|b| u32::from(*b)).sum();
+    pax[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    pax.resize(1024, 0);
+    let (n, peak) = peak_of(|| read_all(&pax));
+    assert_eq!(n, 0);
+    assert!(peak <= tar_bound(pax.len()), "lying pax header: {peak}");
 
     // Whole objects with valid digests: mutated raw indexes, and footers
     // declaring huge decompressed sizes.

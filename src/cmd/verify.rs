@@ -1,10 +1,14 @@
 //! `lazysnap verify NAME`: check every frame digest and every entry.
 //!
 //! Streams the whole snapshot once: each frame's digest is checked before it
-//! is decompressed, the tar stream is parsed with an independent tar reader,
-//! and every header is compared with its index entry (type, mode, owner,
-//! times, size, link, xattrs, data offset) and every file's content with its
-//! digest. Index entries missing from the stream are errors too.
+//! is decompressed, the tar stream is parsed with an independent tar reader
+//! ([`crate::format::tarread`], not the writer's code), and every header is
+//! compared with its index entry (type, mode, owner, times, size, link,
+//! xattrs, data offset) and every file's content with its digest. Index
+//! entries missing from the stream are errors too, and so is a path repeated
+//! in the stream, except a directory: FORMAT.md lets a later directory header
+//! update an earlier one, so only a directory's last header must match.
+//! Whiteout and opaque markers (`.wh.` names) are interpreted in diffs only.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use crate::build::import::entry_from_tar;
 use crate::error::{Error, Result};
 use crate::fetch::stream::{stream_frames, StreamReader};
 use crate::format::tarhdr::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::format::tarread::TarReader;
 use crate::format::{path, Entry, Index, Kind};
 use crate::progress;
 use crate::snapshot::Snapshot;
@@ -46,7 +51,7 @@ pub fn verify(rt: &Handle, store: &Store, name: &str) -> Result<VerifyReport> {
     );
     let pb = progress::bytes(Some(index.tar_size), "verify");
     let reader = StreamReader::new(rx).with_progress(pb.clone());
-    let mut ar = tar::Archive::new(reader);
+    let mut ar = TarReader::new(reader, what.clone());
     let mut seen = vec![false; index.entries.len()];
     let mut res = check_stream(&mut ar, &index, &mut seen, &what);
     let mut rest = ar.into_inner();
@@ -88,15 +93,20 @@ pub fn verify(rt: &Handle, store: &Store, name: &str) -> Result<VerifyReport> {
     })
 }
 
-fn check_stream<R: Read>(ar: &mut tar::Archive<R>, index: &Index, seen: &mut [bool], what: &str) -> Result<()> {
-    let bad_tar = |e: std::io::Error| Error::corrupt(what, format!("tar stream: {e}"));
-    for ent in ar.entries().map_err(bad_tar)? {
-        let mut ent = ent.map_err(bad_tar)?;
-        let Some(mut got) = entry_from_tar(&mut ent)? else {
-            return Err(Error::corrupt(what, "unexpected tar entry type"));
-        };
+fn check_stream<R: Read>(ar: &mut TarReader<R>, index: &Index, seen: &mut [bool], what: &str) -> Result<()> {
+    let diff = index.parent.is_some();
+    // A directory may appear more than once (a later header updates an
+    // earlier one) and the index holds the last header's values: remember
+    // how each directory's latest header compares and judge at the end.
+    let mut dir_differs: Vec<Option<&'static str>> = vec![None; index.entries.len()];
+    while let Some(t) = ar.next_entry()? {
+        let mut got = entry_from_tar(&t)?;
         let name = path::file_name(&got.path).to_vec();
-        if name == OPAQUE_MARKER {
+        // Only a diff gives `.wh.` names a meaning. In a full snapshot they
+        // are ordinary names, unless the index has no such path but holds the
+        // whiteout or opaque flag they stand for (allowed, not produced).
+        let literal = !diff && index.find(&got.path).is_some();
+        if name == OPAQUE_MARKER && !literal {
             let dir = path::parent(&got.path);
             match index.find(dir).map(|i| &index.entries[i]) {
                 Some(d) if d.is_opaque() => continue,
@@ -108,7 +118,7 @@ fn check_stream<R: Read>(ar: &mut tar::Archive<R>, index: &Index, seen: &mut [bo
                 }
             }
         }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX).filter(|_| !literal) {
             let target = path::join(path::parent(&got.path), hidden);
             if let Some(i) = index.find(&target).filter(|&i| index.entries[i].kind == Kind::Whiteout) {
                 got.path = target;
@@ -121,26 +131,42 @@ fn check_stream<R: Read>(ar: &mut tar::Archive<R>, index: &Index, seen: &mut [bo
             .find(&got.path)
             .ok_or_else(|| Error::corrupt(what, format!("{shown}: in the tar stream but not in the index")))?;
         let want = &index.entries[i];
-        if let Some(field) = differs(want, &got) {
+        let field = differs(want, &got);
+        if want.kind == Kind::Dir && got.kind == Kind::Dir {
+            dir_differs[i] = field;
+            seen[i] = true;
+            continue;
+        }
+        if seen[i] {
+            return Err(Error::corrupt(what, format!("{shown}: repeated in the tar stream")));
+        }
+        if let Some(field) = field {
             return Err(Error::corrupt(
                 what,
                 format!("{shown}: {field} differs between tar header and index"),
             ));
         }
         if want.kind == Kind::File {
-            if ent.raw_file_position() != want.offset {
+            if t.data_offset != want.offset {
                 return Err(Error::corrupt(
                     what,
                     format!("{shown}: data offset differs from the index"),
                 ));
             }
             let mut h = blake3::Hasher::new();
-            std::io::copy(&mut ent, &mut h).map_err(|e| Error::corrupt(what, format!("{shown}: {e}")))?;
+            std::io::copy(&mut ar.data(), &mut h).map_err(|e| Error::corrupt(what, format!("{shown}: {e}")))?;
             if crate::format::truncate(h.finalize()) != want.digest {
                 return Err(Error::corrupt(what, format!("{shown}: content digest mismatch")));
             }
         }
         seen[i] = true;
+    }
+    if let Some((i, field)) = dir_differs.iter().enumerate().find_map(|(i, f)| f.map(|f| (i, f))) {
+        let shown = path::display(&index.entries[i].path);
+        return Err(Error::corrupt(
+            what,
+            format!("{shown}: {field} differs between tar header and index"),
+        ));
     }
     Ok(())
 }

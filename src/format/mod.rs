@@ -18,6 +18,7 @@ pub mod index;
 pub mod limits;
 pub mod path;
 pub mod tarhdr;
+pub mod tarread;
 pub mod time;
 pub mod writer;
 
