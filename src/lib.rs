@@ -26,6 +26,7 @@ pub mod progress;
 pub mod snapshot;
 pub mod store;
 pub mod sys;
+pub mod tmp;
 pub mod workspace;
 
 pub use error::{Error, Result};

@@ -341,10 +341,29 @@ fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting runtime", e))?;
+    if !matches!(cli.cmd, Command::Mount { .. }) {
+        // (A mount daemon unmounts cleanly on these signals itself.)
+        rt.spawn(remove_temporaries_on_signal());
+    }
     let res = dispatch(&rt, cli);
     // Do not wait for idle blocking-pool threads on the way out.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     res
+}
+
+/// On SIGINT or SIGTERM, remove what this process was writing under a
+/// temporary name, and exit as a shell expects (128 + signal).
+async fn remove_temporaries_on_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    let code = tokio::select! {
+        _ = int.recv() => 128 + libc::SIGINT,
+        _ = term.recv() => 128 + libc::SIGTERM,
+    };
+    lazysnap::tmp::remove_registered();
+    std::process::exit(code);
 }
 
 fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {

@@ -30,6 +30,9 @@ use crate::snapshot::Chain;
 use crate::store::Store;
 use crate::{progress, sys};
 
+/// What a restore's temporary directory holds after `.DEST`.
+const TEMP_MARK: &str = ".lazysnap-";
+
 /// Frames runs fetched at once.
 const PARALLEL: usize = 4;
 
@@ -61,8 +64,18 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
     let base = dest
         .file_name()
         .ok_or_else(|| Error::Usage(format!("{}: not a valid destination", dest.display())))?;
-    let tmp = parent.join(format!(".{}.lazysnap-{}", base.to_string_lossy(), std::process::id()));
+    // Restores a dead process left behind are unlocked: remove them.
+    crate::tmp::sweep(&parent, |n| n.starts_with('.') && n.contains(TEMP_MARK));
+    let tmp = parent.join(format!(".{}{TEMP_MARK}{}", base.to_string_lossy(), std::process::id()));
     std::fs::create_dir(&tmp).ctx(|| tmp.display().to_string())?;
+    let held = crate::tmp::Temp::hold_dir(&tmp).ctx(|| tmp.display().to_string());
+    let _held = match held {
+        Ok(h) => h,
+        Err(e) => {
+            remove_tree(&tmp);
+            return Err(e);
+        }
+    };
     let _guard = rt.enter();
     let ex = Extractor { tmp: tmp.clone(), root };
     let snap = chain.top();
@@ -105,23 +118,7 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
 
 /// Remove a partially extracted tree, making read-only dirs writable first.
 fn remove_tree(p: &Path) {
-    if std::fs::remove_dir_all(p).is_ok() {
-        return;
-    }
-    fn open_up(p: &Path) {
-        if let Ok(m) = std::fs::symlink_metadata(p) {
-            if m.is_dir() {
-                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
-                if let Ok(rd) = std::fs::read_dir(p) {
-                    for e in rd.flatten() {
-                        open_up(&e.path());
-                    }
-                }
-            }
-        }
-    }
-    open_up(p);
-    let _ = std::fs::remove_dir_all(p);
+    crate::tmp::remove(p);
 }
 
 /// Decompressed frames arriving in order, kept until consumed.

@@ -44,7 +44,7 @@ impl LocalStore {
         if create {
             std::fs::create_dir_all(&root).ctx(|| format!("store {}", root.display()))?;
         } else {
-            match std::fs::metadata(&root) {
+            match metadata_within(&root, STAT_DEADLINE) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => return Err(Error::Usage(format!("store {}: not a directory", root.display()))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -76,6 +76,21 @@ impl LocalStore {
         open.push((key.to_string(), f.clone()));
         Ok(f)
     }
+}
+
+/// How long opening a store may wait for its directory to answer.
+const STAT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `stat` a path, giving up after `deadline` (a directory on a mount that
+/// stopped answering would otherwise block forever).
+fn metadata_within(p: &Path, deadline: std::time::Duration) -> std::io::Result<std::fs::Metadata> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = p.to_path_buf();
+    std::thread::Builder::new().name("store-stat".into()).spawn(move || {
+        let _ = tx.send(std::fs::metadata(&path));
+    })?;
+    rx.recv_timeout(deadline)
+        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "not answering")))
 }
 
 /// Open an object for reading: a regular file, never anything that could
@@ -177,16 +192,23 @@ impl ObjectStore for LocalStore {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let tmp = dir.join(format!(".{base}.tmp-{}-{}", std::process::id(), unique()));
+            // Uploads a dead process left behind are unlocked: remove them.
+            crate::tmp::sweep(&dir, is_upload_temp);
+            let tmp = dir.join(format!(".{base}{TEMP_MARK}{}-{}", std::process::id(), unique()));
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&tmp)
                 .ctx(|| format!("{}", tmp.display()))?;
+            let held = file
+                .try_clone()
+                .and_then(|lock| crate::tmp::Temp::hold(&tmp, lock))
+                .ctx(|| tmp.display().to_string())?;
             Ok(Box::new(LocalUpload {
                 file: Some(Arc::new(file)),
                 tmp,
                 dest,
+                _held: held,
             }) as Box<dyn Upload>)
         })
         .await
@@ -249,6 +271,16 @@ struct LocalUpload {
     file: Option<Arc<File>>,
     tmp: PathBuf,
     dest: PathBuf,
+    /// Locked while written; removed on SIGINT/SIGTERM.
+    _held: crate::tmp::Temp,
+}
+
+/// What an upload's temporary name holds after `.NAME.tar.zst`.
+const TEMP_MARK: &str = ".tmp-";
+
+/// Is `name` an upload's temporary name (`.NAME.tar.zst.tmp-PID-N`)?
+fn is_upload_temp(name: &str) -> bool {
+    name.starts_with('.') && name.contains(&format!("{}{TEMP_MARK}", super::SNAPSHOT_SUFFIX))
 }
 
 #[async_trait]

@@ -134,6 +134,7 @@ impl Store {
     {
         let mut pause = self.policy.backoff;
         let mut attempt = 1;
+        let t0 = std::time::Instant::now();
         loop {
             let res = match tokio::time::timeout(self.policy.timeout, op()).await {
                 Ok(r) => r,
@@ -145,6 +146,12 @@ impl Store {
             match res {
                 Ok(v) => return Ok(v),
                 Err(e @ (Error::NotFound { .. } | Error::Usage(_) | Error::Unsupported { .. })) => return Err(e),
+                Err(Error::Timeout { .. }) if attempt >= self.policy.attempts => {
+                    return Err(Error::Timeout {
+                        what: format!("{what} ({attempt} attempts)"),
+                        secs: t0.elapsed().as_secs_f64(),
+                    })
+                }
                 Err(e) if attempt >= self.policy.attempts => return Err(e),
                 Err(e) => {
                     tracing::debug!("{what}: attempt {attempt} failed: {e}; retrying");
