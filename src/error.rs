@@ -29,6 +29,11 @@ pub enum Error {
     #[error("{what}: corrupt snapshot: {why}")]
     Corrupt { what: String, why: String },
 
+    /// An input file that is not what it should be (a tar archive that is
+    /// not one, or is damaged): named, with why.
+    #[error("{what}: {why}")]
+    Invalid { what: String, why: String },
+
     /// Input (a tar, a snapshot index) asks for something unsafe or unsupported.
     #[error("{what}: refused: {why}")]
     Refused { what: String, why: String },
@@ -101,7 +106,7 @@ impl Error {
             Error::Usage(_) => libc::EINVAL,
             Error::NotFound { .. } => libc::ENOENT,
             Error::Exists { .. } => libc::EEXIST,
-            Error::Corrupt { .. } | Error::Store(_) | Error::Daemon(_) => libc::EIO,
+            Error::Corrupt { .. } | Error::Invalid { .. } | Error::Store(_) | Error::Daemon(_) => libc::EIO,
             Error::Refused { .. } => libc::EPERM,
             Error::Unsupported { .. } => libc::ENOTSUP,
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),

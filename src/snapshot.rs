@@ -77,6 +77,18 @@ impl Snapshot {
         if index.data_size() != footer.index_offset {
             return Err(Error::corrupt(&what, "frame table does not end where the index starts"));
         }
+        tracing::debug!(
+            "opened snapshot {name}: {size} bytes, index {} -> {} bytes, {} entries, {} frames{}",
+            footer.index_len,
+            footer.index_raw_len,
+            index.entries.len(),
+            index.frames.len(),
+            index
+                .parent
+                .as_ref()
+                .map(|p| format!(", parent {}", p.name))
+                .unwrap_or_default()
+        );
         Ok(Snapshot {
             name: name.to_string(),
             key,

@@ -40,7 +40,7 @@ pub fn import(rt: &Handle, store: &Store, name: &str, file: &Path, opts: WriterO
     let root = sys::is_root();
     publish(rt, store, name, opts, pb.clone(), |w| {
         let mut ar = TarReader::new(input, what.clone());
-        while let Some(t) = ar.next_entry()? {
+        while let Some(t) = ar.next_entry().map_err(not_a_tar)? {
             let e = entry_from_tar(&t).map_err(|e| in_archive(&what, e))?;
             if matches!(e.kind, Kind::Char | Kind::Block) && !root {
                 return Err(Error::refused(
@@ -53,10 +53,21 @@ pub fn import(rt: &Handle, store: &Store, name: &str, file: &Path, opts: WriterO
             } else {
                 w.add(e, None)
             }
-            .map_err(|e| in_archive(&what, e))?;
+            .map_err(|e| in_archive(&what, not_a_tar(e)))?;
         }
         Ok(())
     })
+}
+
+/// The reader's findings are about a foreign archive, not a snapshot.
+fn not_a_tar(e: Error) -> Error {
+    match e {
+        Error::Corrupt { what, why } => Error::Invalid {
+            what,
+            why: format!("not a readable tar archive ({why})"),
+        },
+        e => e,
+    }
 }
 
 fn in_archive(what: &str, e: Error) -> Error {

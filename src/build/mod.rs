@@ -27,8 +27,10 @@ use walk::{Base, Walker};
 
 /// Snapshot the directory `dir` as `name`.
 pub fn create(rt: &Handle, store: &Store, name: &str, dir: &Path, opts: WriterOptions) -> Result<Written> {
-    publish(rt, store, name, opts, progress::bytes(None, "create"), |w| {
-        Walker::new(Base::Full).walk(w, dir).map(|_| ())
+    let mut walker = Walker::new(Base::Full);
+    let total = walker.scan(dir)?;
+    publish(rt, store, name, opts, progress::bytes(Some(total), "create"), |w| {
+        walker.walk(w, dir).map(|_| ())
     })
 }
 

@@ -103,6 +103,7 @@ where
     pb.finish_and_clear();
     let up = sink.up.take().ok_or_else(|| Error::Store("upload lost".into()));
     if !keep {
+        tracing::debug!("{name}: nothing to publish; upload aborted");
         rt.block_on(up?.abort())?;
         return Ok(None);
     }
@@ -115,6 +116,13 @@ where
         },
         e => e,
     })?;
+    tracing::debug!(
+        "published {name} in {}: {} bytes, {} entries, {} frames",
+        store.describe(),
+        written.size,
+        written.index.entries.len(),
+        written.index.frames.len()
+    );
     Ok(Some(written))
 }
 

@@ -112,6 +112,10 @@ pub struct Walker<'a> {
     group_written: HashMap<(u64, u64), bool>,
     /// Has anything but an unchanged root been written?
     changed: bool,
+    /// Has [`Walker::scan`] run?
+    scanned: bool,
+    /// Multiply-linked files found unchanged (counted as done once).
+    skipped: std::collections::HashSet<(u64, u64)>,
 }
 
 impl<'a> Walker<'a> {
@@ -124,20 +128,34 @@ impl<'a> Walker<'a> {
             local_groups: HashMap::new(),
             group_written: HashMap::new(),
             changed: matches!(base, Base::Full),
+            scanned: false,
+            skipped: std::collections::HashSet::new(),
         }
+    }
+
+    /// Look over the tree at `root` before walking it (stat only): its
+    /// hardlink groups, and the bytes of file data it holds, which is what
+    /// a progress bar counts to (every file is read once: written, or
+    /// hashed to find it unchanged).
+    pub fn scan(&mut self, root: &Path) -> Result<u64> {
+        let meta = std::fs::symlink_metadata(root).ctx(|| root.display().to_string())?;
+        if !meta.is_dir() {
+            return Err(Error::Usage(format!("{}: not a directory", root.display())));
+        }
+        let mut total = 0;
+        scan(root, Vec::new(), &mut self.local_groups, &mut total)?;
+        self.local_groups.retain(|_, names| names.len() > 1);
+        self.scanned = true;
+        Ok(total)
     }
 
     /// Walk the directory `root` into `w`. Returns whether anything
     /// differs from the base (always true for [`Base::Full`]).
     pub fn walk<W: std::io::Write + Send + 'static>(&mut self, w: &mut SnapshotWriter<W>, root: &Path) -> Result<bool> {
+        if !self.scanned {
+            self.scan(root)?;
+        }
         let meta = std::fs::symlink_metadata(root).ctx(|| root.display().to_string())?;
-        if !meta.is_dir() {
-            return Err(Error::Usage(format!("{}: not a directory", root.display())));
-        }
-        if !matches!(self.base, Base::Full) {
-            scan_links(root, Vec::new(), &mut self.local_groups)?;
-            self.local_groups.retain(|_, names| names.len() > 1);
-        }
         let lower = self.base.tree().map(|_| ROOT);
         let below = matches!(self.base, Base::Upper { .. }).then_some(ROOT);
         self.visit(w, root, Vec::new(), &meta, lower, below)?;
@@ -282,7 +300,13 @@ impl<'a> Walker<'a> {
                 self.pending.truncate(depth.saturating_sub(1).min(self.pending.len()));
                 Ok(())
             }
-            _ if same => Ok(()),
+            _ if same => {
+                // Read (hashed) all the same: counted once per inode.
+                if e.kind == Kind::File && (meta.nlink() == 1 || self.skipped.insert((meta.dev(), meta.ino()))) {
+                    w.skipped(e.size);
+                }
+                Ok(())
+            }
             Kind::File => {
                 let before = (meta.len(), meta.mtime(), meta.mtime_nsec());
                 let (e, mut f) = link_or_open(&mut self.links, abs, &rel, meta, e)?;
@@ -410,16 +434,24 @@ fn overlay_opaque(e: &Entry) -> Result<bool> {
     Ok(opaque)
 }
 
-/// Collect the names of every multiply-linked regular file under `abs`.
-fn scan_links(abs: &Path, rel: Vec<u8>, out: &mut HashMap<(u64, u64), Vec<Vec<u8>>>) -> Result<()> {
+/// Collect the names of every multiply-linked regular file under `abs`,
+/// and add up the bytes of every inode's data once.
+fn scan(abs: &Path, rel: Vec<u8>, links: &mut HashMap<(u64, u64), Vec<Vec<u8>>>, total: &mut u64) -> Result<()> {
     for n in sorted_names(abs)? {
+        let crel = path::join(&rel, n.as_bytes());
+        path::check(&crel).map_err(|why| Error::refused(path::display(&crel), why))?;
         let child = abs.join(&n);
         let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
-        let crel = path::join(&rel, n.as_bytes());
         if m.is_dir() {
-            scan_links(&child, crel, out)?;
+            scan(&child, crel, links, total)?;
         } else if m.is_file() && m.nlink() > 1 {
-            out.entry((m.dev(), m.ino())).or_default().push(crel);
+            let names = links.entry((m.dev(), m.ino())).or_default();
+            if names.is_empty() {
+                *total += m.len();
+            }
+            names.push(crel);
+        } else if m.is_file() {
+            *total += m.len();
         }
     }
     Ok(())

@@ -45,6 +45,12 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
     }
     let chain = rt.block_on(Chain::open(store, name))?;
     let tree = chain.tree()?;
+    tracing::debug!(
+        "extracting {name} ({} layers, {} names) into {}",
+        chain.snapshots.len(),
+        tree.len(),
+        dest.display()
+    );
     let root = sys::is_root();
     if !root {
         if let Some((_, e, _)) = tree

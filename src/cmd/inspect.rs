@@ -196,11 +196,14 @@ pub fn cat(rt: &Handle, store: &Store, name: &str, file: &str, out: &mut dyn Wri
     let node = tree.node(ino).ok_or_else(|| Error::not_found(path::display(&p)))?;
     let e = tree.entry(node);
     if !e.kind.has_data() {
-        return Err(Error::Usage(format!(
-            "{}: not a regular file ({})",
+        let target = match e.kind {
+            Kind::Symlink => format!(" pointing to {}", String::from_utf8_lossy(&e.link)),
+            _ => String::new(),
+        };
+        return Err(Error::refused(
             path::display(&p),
-            e.kind.name()
-        )));
+            format!("a {}{target}, not a regular file", e.kind.name()),
+        ));
     }
     let s = &chain.snapshots[node.layer as usize];
     let frames = &s.index.frames;
@@ -208,6 +211,7 @@ pub fn cat(rt: &Handle, store: &Store, name: &str, file: &str, out: &mut dyn Wri
     let what = format!("snapshot {}", s.name);
     let mut hasher = blake3::Hasher::new();
     for run in coalesce(frames, fetch::frame_range(frames, range.clone()), MAX_REQUEST) {
+        tracing::debug!("{}: frames {}..{} of {}", path::display(&p), run.start, run.end, s.name);
         let base = run.start;
         let datas = rt.block_on(fetch::fetch_run(store, &s.key, frames, run, &what))?;
         for (k, data) in datas.iter().enumerate() {

@@ -86,6 +86,11 @@ pub fn verify(rt: &Handle, store: &Store, name: &str) -> Result<VerifyReport> {
             format!("{p}: in the index but not in the tar stream"),
         ));
     }
+    tracing::debug!(
+        "verified {name}: {} frames, {} entries",
+        index.frames.len(),
+        index.entries.len()
+    );
     Ok(VerifyReport {
         frames: index.frames.len(),
         entries: index.entries.len(),

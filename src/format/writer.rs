@@ -172,6 +172,12 @@ impl<W: Write + Send + 'static> SnapshotWriter<W> {
         self.cut_frames()
     }
 
+    /// Count `bytes` of input as done without writing them (a caller that
+    /// found a file unchanged), for the progress bar.
+    pub fn skipped(&self, bytes: u64) {
+        self.progress.inc(bytes);
+    }
+
     /// Length of the tar stream so far (sent frames plus the pending buffer).
     fn stream_len(&self) -> u64 {
         self.flushed + self.buf.len() as u64
