@@ -188,6 +188,17 @@ pub fn mount_overlay(target: &Path, options: &str) -> io::Result<()> {
     check(unsafe { libc::mount(fstype.as_ptr(), t.as_ptr(), fstype.as_ptr(), 0, opts.as_ptr().cast()) })
 }
 
+/// Clear `O_NONBLOCK` on an open file.
+pub fn clear_nonblock(f: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a descriptor `f` owns; F_GETFL/F_SETFL touch no memory.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    check(fl)?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) })
+}
+
 /// Unmount `target` (lazily with `detach`).
 pub fn umount(target: &Path, detach: bool) -> io::Result<()> {
     let t = cpath(target)?;

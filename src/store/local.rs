@@ -4,6 +4,12 @@
 //! next to the destination, are fsynced, and are published with a hard link
 //! (no overwrite) or a rename (overwrite), so a reader never sees a partial
 //! object and a crashed upload leaves only a hidden temp file.
+//!
+//! Every filesystem call runs on the blocking pool, never inside the async
+//! fn itself: a directory on a filesystem that stops answering (NFS, FUSE)
+//! must leave the caller's deadline free to fire. Objects must be regular
+//! files: a fifo or device under a snapshot's name is refused, never opened
+//! in a way that could block.
 
 use std::fs::File;
 use std::io::Write;
@@ -46,12 +52,13 @@ impl LocalStore {
         self.root.join(key)
     }
 
-    fn file(&self, key: &str) -> Result<Arc<File>> {
+    /// The open file of `key` (opened on the blocking pool on a miss).
+    async fn file(&self, key: &str) -> Result<Arc<File>> {
         if let Some((_, f)) = self.open.lock().iter().find(|(k, _)| k == key) {
             return Ok(f.clone());
         }
         let p = self.path(key);
-        let f = Arc::new(File::open(&p).map_err(|e| not_found_or(e, &p))?);
+        let f = Arc::new(blocking(move || open_regular(&p)).await?);
         let mut open = self.open.lock();
         if open.len() >= OPEN_FILES {
             open.remove(0);
@@ -59,6 +66,28 @@ impl LocalStore {
         open.push((key.to_string(), f.clone()));
         Ok(f)
     }
+}
+
+/// Open object `p` for reading; anything but a regular file is refused.
+/// `O_NONBLOCK` keeps the open of a fifo from waiting for a writer; it is
+/// cleared again once the object is known to be a regular file.
+fn open_regular(p: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .map_err(|e| not_found_or(e, p))?;
+    let meta = f.metadata().map_err(|e| Error::io_path(p, e))?;
+    if !meta.is_file() {
+        return Err(not_regular(p));
+    }
+    crate::sys::clear_nonblock(&f).map_err(|e| Error::io_path(p, e))?;
+    Ok(f)
+}
+
+fn not_regular(p: &Path) -> Error {
+    Error::refused(p.display().to_string(), "not a regular file")
 }
 
 fn not_found_or(e: std::io::Error, p: &Path) -> Error {
@@ -98,13 +127,13 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let f = self.file(key)?;
+        let f = self.file(key).await?;
         let what = self.path(key).display().to_string();
         blocking(move || read_at(&f, range, &what)).await
     }
 
     async fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64)> {
-        let f = self.file(key)?;
+        let f = self.file(key).await?;
         let what = self.path(key).display().to_string();
         blocking(move || {
             let size = f.metadata().ctx(|| what.clone())?.len();
@@ -116,7 +145,14 @@ impl ObjectStore for LocalStore {
 
     async fn size(&self, key: &str) -> Result<u64> {
         let p = self.path(key);
-        std::fs::metadata(&p).map(|m| m.len()).map_err(|e| not_found_or(e, &p))
+        blocking(move || {
+            let m = std::fs::metadata(&p).map_err(|e| not_found_or(e, &p))?;
+            if !m.is_file() {
+                return Err(not_regular(&p));
+            }
+            Ok(m.len())
+        })
+        .await
     }
 
     async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
@@ -125,22 +161,25 @@ impl ObjectStore for LocalStore {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.clone());
-        std::fs::create_dir_all(&dir).ctx(|| format!("{}", dir.display()))?;
-        let base = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{base}.tmp-{}-{}", std::process::id(), unique()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .ctx(|| format!("{}", tmp.display()))?;
-        Ok(Box::new(LocalUpload {
-            file: Some(file),
-            tmp,
-            dest,
-        }))
+        blocking(move || {
+            std::fs::create_dir_all(&dir).ctx(|| format!("{}", dir.display()))?;
+            let base = dest
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = dir.join(format!(".{base}.tmp-{}-{}", std::process::id(), unique()));
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .ctx(|| format!("{}", tmp.display()))?;
+            Ok(Box::new(LocalUpload {
+                file: Some(file),
+                tmp: Some(tmp),
+                dest,
+            }) as Box<dyn Upload>)
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -158,7 +197,7 @@ impl ObjectStore for LocalStore {
     async fn delete(&self, key: &str) -> Result<()> {
         let p = self.path(key);
         self.open.lock().retain(|(k, _)| k != key);
-        std::fs::remove_file(&p).map_err(|e| not_found_or(e, &p))
+        blocking(move || std::fs::remove_file(&p).map_err(|e| not_found_or(e, &p))).await
     }
 }
 
@@ -198,59 +237,101 @@ fn unique() -> u64 {
 
 struct LocalUpload {
     file: Option<File>,
-    tmp: PathBuf,
+    /// The temp file, until it is published or removed.
+    tmp: Option<PathBuf>,
     dest: PathBuf,
+}
+
+fn finished() -> Error {
+    Error::Store("upload already finished".into())
 }
 
 #[async_trait]
 impl Upload for LocalUpload {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        let tmp = &self.tmp;
-        match self.file.as_mut() {
-            Some(f) => f.write_all(&data).ctx(|| tmp.display().to_string()),
-            None => Err(Error::Store("upload already finished".into())),
-        }
+        let (mut f, tmp) = match (self.file.take(), &self.tmp) {
+            (Some(f), Some(t)) => (f, t.clone()),
+            _ => return Err(finished()),
+        };
+        // The file comes back only if the write finished: after a deadline
+        // the upload is unusable and its temp file is removed on drop.
+        let f = blocking(move || {
+            f.write_all(&data).ctx(|| tmp.display().to_string())?;
+            Ok(f)
+        })
+        .await?;
+        self.file = Some(f);
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>, overwrite: bool) -> Result<()> {
-        let f = self
-            .file
-            .take()
-            .ok_or_else(|| Error::Store("upload already finished".into()))?;
-        f.sync_all().ctx(|| self.tmp.display().to_string())?;
-        drop(f);
-        let published = if overwrite {
-            std::fs::rename(&self.tmp, &self.dest)
-        } else {
-            std::fs::hard_link(&self.tmp, &self.dest)
+        let (f, tmp) = match (self.file.take(), self.tmp.take()) {
+            (Some(f), Some(t)) => (f, t),
+            _ => return Err(finished()),
         };
-        match published {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::Exists {
-                    what: self.dest.display().to_string(),
-                })
+        let dest = self.dest.clone();
+        blocking(move || {
+            // The temp name goes whatever happens below.
+            let _cleanup = RemoveOnDrop(Some(tmp.clone()));
+            f.sync_all().ctx(|| tmp.display().to_string())?;
+            drop(f);
+            let published = if overwrite {
+                std::fs::rename(&tmp, &dest)
+            } else {
+                std::fs::hard_link(&tmp, &dest)
+            };
+            match published {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::Exists {
+                        what: dest.display().to_string(),
+                    })
+                }
+                Err(e) => return Err(Error::io_path(&dest, e)),
             }
-            Err(e) => return Err(Error::io_path(&self.dest, e)),
-        }
-        if let Some(dir) = self.dest.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
+            if let Some(dir) = dest.parent() {
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
         self.file = None;
-        std::fs::remove_file(&self.tmp).ctx(|| self.tmp.display().to_string())
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        blocking(move || std::fs::remove_file(&tmp).ctx(|| tmp.display().to_string())).await
+    }
+}
+
+/// Removes a temp file when dropped.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
 impl Drop for LocalUpload {
     fn drop(&mut self) {
-        // After a successful commit the temp name is gone; otherwise (abort,
-        // failure, a name that already exists) nothing may be left behind.
-        let _ = std::fs::remove_file(&self.tmp);
+        // After commit or abort the temp name is gone; otherwise (a failure,
+        // a deadline) nothing may be left behind. Inside a runtime the
+        // removal runs on the blocking pool, so a store that stopped
+        // answering cannot block the caller here.
+        let cleanup = RemoveOnDrop(self.tmp.take());
+        if cleanup.0.is_none() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(move || drop(cleanup))),
+            Err(_) => drop(cleanup),
+        }
     }
 }
