@@ -11,7 +11,7 @@ use lazysnap::fetch::fetcher::FetchConfig;
 use lazysnap::format::writer::WriterOptions;
 use lazysnap::format::{self, DEFAULT_LEVEL};
 use lazysnap::mount::MountOptions;
-use lazysnap::store::Store;
+use lazysnap::store::{RetryPolicy, Store};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +29,24 @@ struct StoreArg {
     /// Store URI: a directory path or file://DIR.
     #[arg(long, env = "LAZYSNAP_STORE", default_value_os_t = default_store())]
     store: PathBuf,
+    #[command(flatten)]
+    timeout: TimeoutArg,
+}
+
+#[derive(clap::Args, Clone)]
+struct TimeoutArg {
+    /// Seconds one store request (read, upload write or commit) may take.
+    /// A read is tried 3 times, so it fails after at most 3 x SECS; a read
+    /// through a mount fails with ETIMEDOUT after SECS.
+    #[arg(long, env = "LAZYSNAP_READ_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    read_timeout: u64,
+}
+
+impl TimeoutArg {
+    fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.read_timeout)
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -158,12 +176,14 @@ enum Command {
         /// Memory budget for all frame buffers.
         #[arg(long, default_value = "256MiB", value_parser = parse_size)]
         memory: u64,
-        /// Seconds before a read that cannot be served fails (ETIMEDOUT).
-        #[arg(long, default_value_t = 30)]
-        read_timeout: u64,
         /// Do not fetch the snapshot's prefetch list at mount.
         #[arg(long)]
         no_prefetch: bool,
+        /// Honour setuid/setgid bits of the snapshot's files, in the
+        /// read-only mount and in the writable overlay alike (trusted
+        /// snapshots only; device nodes are never honoured).
+        #[arg(long)]
+        allow_setuid: bool,
         /// Stay in the foreground instead of daemonizing.
         #[arg(long)]
         foreground: bool,
@@ -178,6 +198,8 @@ enum Command {
         /// Store to write to (default: the mount's own store).
         #[arg(long)]
         store: Option<PathBuf>,
+        #[command(flatten)]
+        timeout: TimeoutArg,
         #[command(flatten)]
         write: WriteArgs,
     },
@@ -270,7 +292,7 @@ fn writer_opts(w: &WriteArgs) -> Result<WriterOptions> {
 }
 
 fn open_store(s: &StoreArg) -> Result<Store> {
-    Store::open(&s.store.to_string_lossy())
+    Ok(Store::open(&s.store.to_string_lossy())?.with_policy(RetryPolicy::with_timeout(s.timeout.duration())))
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -456,8 +478,8 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             cache_dir,
             cache_size,
             memory,
-            read_timeout,
             no_prefetch,
+            allow_setuid,
             foreground,
         } => {
             lazysnap::store::snapshot_key(&name)?;
@@ -480,8 +502,9 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                     disk: cache_dir.map(|d| (d, cache_size)),
                     ..FetchConfig::default()
                 },
-                read_deadline: std::time::Duration::from_secs(read_timeout.max(1)),
+                read_deadline: store.timeout.duration(),
                 prefetch: !no_prefetch,
+                allow_setuid,
                 ..MountOptions::default()
             };
             let writable = (!read_only).then_some(upper);
@@ -491,6 +514,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             mountpoint,
             name,
             store,
+            timeout,
             write,
         } => {
             let rec = cmd::mount::read_record(&cmd::mount::absolute(&mountpoint)?)?
@@ -501,8 +525,12 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                     mountpoint.display()
                 ))
             })?;
-            let uri = store.map_or(rec.store.clone(), |s| s.to_string_lossy().into_owned());
-            let st = Store::open(&uri)?;
+            // The record's store is absolute: the same store from any cwd.
+            let uri = match store {
+                Some(s) => lazysnap::store::absolute_uri(&s.to_string_lossy())?,
+                None => rec.store.clone(),
+            };
+            let st = Store::open(&uri)?.with_policy(RetryPolicy::with_timeout(timeout.duration()));
             let w = lazysnap::build::save(h, &st, &rec.name, &upper.join("upper"), &name, writer_opts(&write)?)?;
             report_written(&name, &w, t0.elapsed().as_secs_f64());
         }
