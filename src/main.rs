@@ -165,6 +165,11 @@ enum Command {
         /// Do not fetch the snapshot's prefetch list at mount.
         #[arg(long)]
         no_prefetch: bool,
+        /// Honour setuid/setgid bits of the snapshot's files, in the
+        /// read-only mount and in the writable overlay alike (trusted
+        /// snapshots only; device nodes are never honoured).
+        #[arg(long)]
+        allow_setuid: bool,
         /// Stay in the foreground instead of daemonizing.
         #[arg(long)]
         foreground: bool,
@@ -279,12 +284,7 @@ fn writer_opts(w: &WriteArgs) -> Result<WriterOptions> {
 /// How every command reads a store: a bounded number of attempts, each
 /// with a deadline, adding up to about `--read-timeout`.
 fn policy(read_timeout: u64) -> RetryPolicy {
-    let total = std::time::Duration::from_secs(read_timeout);
-    RetryPolicy {
-        attempts: 3,
-        timeout: (total / 3).max(std::time::Duration::from_millis(500)),
-        backoff: std::time::Duration::from_millis(50),
-    }
+    RetryPolicy::within(std::time::Duration::from_secs(read_timeout))
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -511,6 +511,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             cache_size,
             memory,
             no_prefetch,
+            allow_setuid,
             foreground,
         } => {
             lazysnap::store::snapshot_key(&name)?;
@@ -535,6 +536,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 },
                 read_deadline: std::time::Duration::from_secs(read_timeout),
                 prefetch: !no_prefetch,
+                allow_setuid,
                 ..MountOptions::default()
             };
             let writable = (!read_only).then_some(upper);
@@ -554,7 +556,11 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                     mountpoint.display()
                 ))
             })?;
-            let uri = store.map_or(rec.store.clone(), |s| s.to_string_lossy().into_owned());
+            // The record's store is absolute: the same store from any cwd.
+            let uri = match store {
+                Some(s) => lazysnap::store::absolute_uri(&s.to_string_lossy())?,
+                None => rec.store.clone(),
+            };
             let st = Store::open_writable(&uri)?.with_policy(policy(read_timeout));
             let saved = lazysnap::build::save(
                 h,

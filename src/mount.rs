@@ -27,6 +27,11 @@ pub struct MountOptions {
     pub threads: usize,
     /// Fetch the index's prefetch list in the background.
     pub prefetch: bool,
+    /// Honour setuid/setgid bits of the snapshot's files (trusted snapshots
+    /// only). Off: the mount is `nosuid`. Device nodes are never honoured
+    /// (`nodev` always): a snapshot is data, not a way to reach the host's
+    /// devices.
+    pub allow_setuid: bool,
 }
 
 impl Default for MountOptions {
@@ -36,6 +41,7 @@ impl Default for MountOptions {
             read_deadline: Duration::from_secs(30),
             threads: 2,
             prefetch: true,
+            allow_setuid: false,
         }
     }
 }
@@ -168,7 +174,11 @@ pub fn mount(
         fuser::MountOption::Subtype("lazysnap".into()),
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoDev,
-        fuser::MountOption::NoSuid,
+        if opts.allow_setuid {
+            fuser::MountOption::Suid
+        } else {
+            fuser::MountOption::NoSuid
+        },
         fuser::MountOption::NoAtime,
     ];
     if crate::sys::is_root() {

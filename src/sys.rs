@@ -179,13 +179,26 @@ pub fn prefault(buf: &mut Vec<u8>) {
     }
 }
 
-/// Mount kernel overlayfs at `target` with the given option string.
-pub fn mount_overlay(target: &Path, options: &str) -> io::Result<()> {
+/// Mount kernel overlayfs at `target` with the given option string, always
+/// `nodev`, and `nosuid` unless `allow_setuid`.
+pub fn mount_overlay(target: &Path, options: &str, allow_setuid: bool) -> io::Result<()> {
     let t = cpath(target)?;
     let opts = CString::new(options).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let fstype = c"overlay";
+    let mut flags = libc::MS_NODEV;
+    if !allow_setuid {
+        flags |= libc::MS_NOSUID;
+    }
     // SAFETY: all pointers are valid NUL-terminated strings.
-    check(unsafe { libc::mount(fstype.as_ptr(), t.as_ptr(), fstype.as_ptr(), 0, opts.as_ptr().cast()) })
+    check(unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            t.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            opts.as_ptr().cast(),
+        )
+    })
 }
 
 /// Unmount `target` (lazily with `detach`).

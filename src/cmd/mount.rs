@@ -3,8 +3,11 @@
 //! Without `--foreground`, `mount` starts itself again as a detached daemon
 //! (new session, output to a log file in the state dir) and waits on a pipe
 //! until the daemon says the mount answers, or why it failed. Each mount has a
-//! state record (`STATE/mounts/ID.json`: mount point, store, snapshot, pid,
-//! stats socket) so `umount` and `stats` need only the mount point. The
+//! state record (`STATE/mounts/ID.json`: mount point, absolute store URI,
+//! snapshot, daemon identity, stats socket) so `umount`, `stats` and `save`
+//! need only the mount point, from any working directory. The daemon is
+//! identified by pid, process start time and boot id: a pid reused by an
+//! unrelated process after the daemon died is not mistaken for it. The
 //! daemon unmounts cleanly on SIGTERM/SIGINT and exits when unmounted from
 //! outside; `umount` also cleans up after a daemon that was killed.
 
@@ -21,7 +24,7 @@ use tokio::runtime::Runtime;
 
 use crate::error::{Error, IoContext, Result};
 use crate::mount::{fusermount, mount, MountOptions};
-use crate::store::Store;
+use crate::store::{RetryPolicy, Store};
 use crate::sys;
 
 /// What the state record of a mount holds.
@@ -29,12 +32,19 @@ use crate::sys;
 pub struct MountRecord {
     /// Absolute mount point.
     pub mountpoint: PathBuf,
-    /// Store URI.
+    /// Absolute store URI (`file:///DIR`).
     pub store: String,
     /// Snapshot name.
     pub name: String,
     /// Daemon process id.
     pub pid: u32,
+    /// The daemon's start time (field 22 of `/proc/PID/stat`, clock ticks
+    /// since boot). Absent in records of older versions: pid only.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    /// `/proc/sys/kernel/random/boot_id` when the daemon started.
+    #[serde(default)]
+    pub boot_id: Option<String>,
     /// Unix socket serving stats.
     pub socket: PathBuf,
     /// Log file of a background daemon.
@@ -142,16 +152,39 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The fields of `/proc/PID/stat` after the command name (which may hold
+/// spaces and parentheses, hence the last `)`), from field 3 (state) on.
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Start time of process `pid` (field 22 of its stat), if it exists.
+fn process_start(pid: u32) -> Option<u64> {
+    proc_stat(pid)?.get(22 - 3)?.parse().ok()
+}
+
+/// This boot's id.
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_string())
+}
+
 /// Is process `pid` running? A zombie (exited, not yet reaped by whoever
 /// adopted the detached daemon) counts as gone.
 fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state letter follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
+    proc_stat(pid)
+        .and_then(|f| f.first().cloned())
+        .is_some_and(|state| !state.starts_with(['Z', 'X']))
+}
+
+/// Is the daemon of record `r` still running: its pid alive, and, where the
+/// record has them, the same start time and boot (so a reused pid is not it)?
+fn daemon_alive(r: &MountRecord) -> bool {
+    process_alive(r.pid)
+        && r.start_time.is_none_or(|t| process_start(r.pid) == Some(t))
+        && r.boot_id.as_ref().is_none_or(|b| boot_id().as_ref() == Some(b))
 }
 
 /// Start a background daemon running `args` (this program's own mount
@@ -271,14 +304,15 @@ fn serve(
 ) -> Result<()> {
     let mnt = absolute(mnt)?;
     if let Some(r) = read_record(&mnt)? {
-        if process_alive(r.pid) && is_mounted(&mnt) {
+        if daemon_alive(&r) && is_mounted(&mnt) {
             return Err(Error::Exists {
                 what: format!("{}: already mounted by lazysnap (pid {})", mnt.display(), r.pid),
             });
         }
         remove_record(&mnt);
     }
-    let store = Store::open(store_uri)?;
+    let store_uri = crate::store::absolute_uri(store_uri)?;
+    let store = Store::open(&store_uri)?.with_policy(RetryPolicy::with_timeout(opts.read_deadline));
     // A writable mount serves the snapshot at a private lower path and puts
     // kernel overlayfs (upper + work dirs) on the mount point.
     let layout = match writable {
@@ -295,9 +329,10 @@ fn serve(
         None => None,
     };
     let fuse_at = layout.as_ref().map_or(mnt.clone(), |(lower, _)| lower.clone());
+    let allow_setuid = opts.allow_setuid;
     let handle = mount(rt.handle(), &store, name, &fuse_at, opts)?;
     if let Some((lower, upper)) = &layout {
-        if let Err(e) = overlay_mount(lower, upper, &mnt) {
+        if let Err(e) = overlay_mount(lower, upper, &mnt, allow_setuid) {
             let _ = handle.unmount();
             return Err(e);
         }
@@ -311,9 +346,11 @@ fn serve(
     };
     let record = MountRecord {
         mountpoint: mnt.clone(),
-        store: store_uri.to_string(),
+        store: store_uri,
         name: name.to_string(),
         pid: std::process::id(),
+        start_time: process_start(std::process::id()),
+        boot_id: boot_id(),
         socket: socket.clone(),
         log: std::env::var_os("LAZYSNAP_DAEMON_LOG").map(PathBuf::from),
         lower: layout.as_ref().map(|(l, _)| l.clone()),
@@ -364,10 +401,23 @@ fn serve(
     res
 }
 
+/// Overlay features, all off (see [`overlay_mount`]).
+pub const OVERLAY_FEATURES: &str = "redirect_dir=off,metacopy=off,index=off,xino=off,uuid=off";
+
 /// Mount overlayfs at `mnt`: `lower` read-only, changes in `upper/upper`
 /// (work dir `upper/work`). A new upper dir starts with the lower root's
 /// attributes, so the merged root looks like the snapshot's root.
-fn overlay_mount(lower: &Path, upper: &Path, mnt: &Path) -> Result<()> {
+///
+/// The overlay is `nosuid,nodev` like its FUSE lower (`allow_setuid` drops
+/// `nosuid` from both), and every overlay feature is set explicitly rather
+/// than inherited from the kernel's build or module defaults (all five are
+/// accepted by kernel 6.18, where this was checked). redirect_dir and
+/// metacopy off keep the upper dir plain full copies, which is what `save`
+/// reads (no redirect or metacopy xattrs to translate); index and xino want
+/// a lower with stable file handles and inode numbers, which a FUSE lower
+/// does not promise; uuid=off ties nothing in the upper dir to one lower
+/// filesystem's uuid, so an upper dir can be resumed over a new mount.
+fn overlay_mount(lower: &Path, upper: &Path, mnt: &Path, allow_setuid: bool) -> Result<()> {
     let (up, work) = (upper.join("upper"), upper.join("work"));
     let fresh = !up.exists();
     for d in [&up, &work] {
@@ -389,12 +439,12 @@ fn overlay_mount(lower: &Path, upper: &Path, mnt: &Path) -> Result<()> {
         }
     }
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={},{OVERLAY_FEATURES}",
         lower.display(),
         up.display(),
         work.display()
     );
-    sys::mount_overlay(mnt, &opts).map_err(|e| {
+    sys::mount_overlay(mnt, &opts, allow_setuid).map_err(|e| {
         Error::io(
             format!(
                 "{}: overlayfs mount failed (needs root and kernel overlayfs; --read-only works without)",
@@ -437,7 +487,7 @@ pub fn umount(mnt: &Path) -> Result<()> {
     if !mounted && record.is_none() {
         return Err(Error::not_found(format!("{}: not a lazysnap mount", mnt.display())));
     }
-    let daemon_alive = record.as_ref().is_some_and(|r| process_alive(r.pid));
+    let alive = record.as_ref().is_some_and(daemon_alive);
     let lower = record.as_ref().and_then(|r| r.lower.clone());
     if mounted {
         if lower.is_some() {
@@ -452,7 +502,7 @@ pub fn umount(mnt: &Path) -> Result<()> {
                 return Err(Error::io(format!("unmounting {}", mnt.display()), e));
             }
         } else if !fusermount(&["-u"], &mnt)? && is_mounted(&mnt) {
-            if daemon_alive {
+            if alive {
                 return Err(Error::Store(format!(
                     "{}: busy (files or directories open in it)",
                     mnt.display()
@@ -472,10 +522,10 @@ pub fn umount(mnt: &Path) -> Result<()> {
     }
     if let Some(r) = record {
         let t0 = Instant::now();
-        while process_alive(r.pid) && t0.elapsed() < Duration::from_secs(20) {
+        while daemon_alive(&r) && t0.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if process_alive(r.pid) {
+        if daemon_alive(&r) {
             return Err(Error::Store(format!(
                 "{}: daemon pid {} did not exit",
                 mnt.display(),
@@ -485,4 +535,38 @@ pub fn umount(mnt: &Path) -> Result<()> {
         remove_record(&mnt);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_records_identify_the_daemon_by_pid_only() {
+        let old = r#"{"mountpoint":"/m","store":"s","name":"n","pid":1,"socket":"/s","log":null}"#;
+        let r: MountRecord = serde_json::from_str(old).expect("old record");
+        assert_eq!((r.start_time, r.boot_id.as_deref()), (None, None));
+        // pid 1 is alive, and a record without the new fields trusts it.
+        assert!(daemon_alive(&r));
+        let me = std::process::id();
+        let r = MountRecord {
+            pid: me,
+            start_time: process_start(me),
+            boot_id: boot_id(),
+            ..r
+        };
+        assert!(r.start_time.is_some() && r.boot_id.is_some());
+        assert!(daemon_alive(&r));
+        // The same pid with another start time or boot is someone else.
+        let other_start = MountRecord {
+            start_time: r.start_time.map(|t| t + 1),
+            ..r.clone()
+        };
+        assert!(!daemon_alive(&other_start));
+        let other_boot = MountRecord {
+            boot_id: Some("another-boot".into()),
+            ..r
+        };
+        assert!(!daemon_alive(&other_boot));
+    }
 }

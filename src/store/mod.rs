@@ -76,6 +76,8 @@ impl StoreStats {
 }
 
 /// How reads are retried: every attempt has a deadline, failures back off.
+/// Uploads (create, write, commit, abort) and deletes get the same deadline
+/// per call but are never retried.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     /// Attempts per read (1 = no retry).
@@ -84,6 +86,37 @@ pub struct RetryPolicy {
     pub timeout: Duration,
     /// Pause before the first retry; doubles after each.
     pub backoff: Duration,
+}
+
+/// Attempts per read under [`RetryPolicy::with_timeout`].
+pub const READ_ATTEMPTS: u32 = 3;
+
+impl RetryPolicy {
+    /// The policy of the CLI's `--read-timeout SECS` (mounts and every other
+    /// command alike): each store call may take `timeout`, a read is tried
+    /// [`READ_ATTEMPTS`] times, so one read gives up after at most
+    /// `3 * timeout` plus 150 ms of backoff; a store that stops answering
+    /// is an error, never a hang.
+    pub fn with_timeout(timeout: Duration) -> RetryPolicy {
+        RetryPolicy {
+            attempts: READ_ATTEMPTS,
+            timeout,
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy whose [`READ_ATTEMPTS`] attempts (each with a third of the
+    /// time, at least 0.5 s) and backoff add up to about `total`: what a
+    /// command's `--read-timeout` means.
+    pub fn within(total: Duration) -> RetryPolicy {
+        RetryPolicy {
+            attempts: READ_ATTEMPTS,
+            timeout: (total / READ_ATTEMPTS).max(Duration::from_millis(500)),
+            backoff: Duration::from_millis(50),
+        }
+    }
 }
 
 impl Default for RetryPolicy {
@@ -125,8 +158,20 @@ impl Store {
         self.policy
     }
 
+    /// Run `fut` once under the policy's deadline.
+    async fn deadline<T>(&self, what: &str, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.policy.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                what: what.to_string(),
+                secs: self.policy.timeout.as_secs_f64(),
+            }),
+        }
+    }
+
     /// Run `op` under the retry policy: a deadline per attempt, backoff
-    /// between attempts, no retry for answers that cannot change (not found).
+    /// between attempts, no retry for answers that cannot change (not found,
+    /// refused).
     async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: Fn() -> Fut,
@@ -136,16 +181,11 @@ impl Store {
         let mut attempt = 1;
         let t0 = std::time::Instant::now();
         loop {
-            let res = match tokio::time::timeout(self.policy.timeout, op()).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout {
-                    what: what.to_string(),
-                    secs: self.policy.timeout.as_secs_f64(),
-                }),
-            };
-            match res {
+            match self.deadline(what, op()).await {
                 Ok(v) => return Ok(v),
-                Err(e @ (Error::NotFound { .. } | Error::Usage(_) | Error::Unsupported { .. })) => return Err(e),
+                Err(
+                    e @ (Error::NotFound { .. } | Error::Usage(_) | Error::Unsupported { .. } | Error::Refused { .. }),
+                ) => return Err(e),
                 Err(Error::Timeout { .. }) if attempt >= self.policy.attempts => {
                     return Err(Error::Timeout {
                         what: format!("{what} ({attempt} attempts)"),
@@ -225,16 +265,22 @@ impl Store {
         .await
     }
 
-    /// See [`ObjectStore::create_upload`].
+    /// See [`ObjectStore::create_upload`]; the upload's every call has the
+    /// policy's deadline.
     pub async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
-        self.inner.create_upload(key).await
+        let up = self.deadline(key, self.inner.create_upload(key)).await?;
+        Ok(Box::new(TimedUpload {
+            up,
+            key: key.to_string(),
+            timeout: self.policy.timeout,
+        }))
     }
 
     /// Snapshot names in the store under `prefix` (a name prefix).
     pub async fn list_snapshots(&self, prefix: &str) -> Result<Vec<String>> {
+        let what = format!("listing {}", self.describe());
         let mut names: Vec<String> = self
-            .inner
-            .list(prefix)
+            .retry(&what, || self.inner.list(prefix))
             .await?
             .into_iter()
             .filter_map(|k| k.strip_suffix(SNAPSHOT_SUFFIX).map(str::to_string))
@@ -243,9 +289,49 @@ impl Store {
         Ok(names)
     }
 
-    /// See [`ObjectStore::delete`].
+    /// See [`ObjectStore::delete`]; under the policy's deadline.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        self.inner.delete(key).await
+        self.deadline(key, self.inner.delete(key)).await
+    }
+}
+
+/// An upload whose every call has a deadline (no retries: a write that
+/// timed out may have happened).
+struct TimedUpload {
+    up: Box<dyn Upload>,
+    key: String,
+    timeout: Duration,
+}
+
+impl TimedUpload {
+    fn timed_out(key: &str, timeout: Duration) -> Error {
+        Error::Timeout {
+            what: format!("uploading {key}"),
+            secs: timeout.as_secs_f64(),
+        }
+    }
+}
+
+#[async_trait]
+impl Upload for TimedUpload {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        tokio::time::timeout(self.timeout, self.up.write(data))
+            .await
+            .map_err(|_| Self::timed_out(&self.key, self.timeout))?
+    }
+
+    async fn commit(self: Box<Self>, overwrite: bool) -> Result<()> {
+        let (key, timeout) = (self.key, self.timeout);
+        tokio::time::timeout(timeout, self.up.commit(overwrite))
+            .await
+            .map_err(|_| Self::timed_out(&key, timeout))?
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        let (key, timeout) = (self.key, self.timeout);
+        tokio::time::timeout(timeout, self.up.abort())
+            .await
+            .map_err(|_| Self::timed_out(&key, timeout))?
     }
 }
 
@@ -276,12 +362,13 @@ fn local_dir(uri: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(uri))
 }
 
-/// The absolute form of a store URI, as recorded for later commands run
-/// from anywhere: `file:///ABS` for a local store (relative paths resolved
-/// against the current directory, symlinks in existing parts resolved).
+/// The absolute form of a store URI, as mount records keep it: a plain
+/// path becomes `file:///ABS` (resolved against the current directory,
+/// symlinks resolved where the directory exists), so it means the same
+/// store from any working directory.
 pub fn absolute_uri(uri: &str) -> Result<String> {
     let dir = local_dir(uri)?;
-    let abs = std::path::absolute(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+    let abs = std::path::absolute(&dir).map_err(|e| Error::io(format!("store {}", dir.display()), e))?;
     let abs = std::fs::canonicalize(&abs).unwrap_or(abs);
     Ok(format!("file://{}", abs.display()))
 }
@@ -340,7 +427,9 @@ mod tests {
             assert!(local_dir(bad).is_err(), "{bad:?}");
         }
         assert!(matches!(local_dir("s3://b/p"), Err(Error::Unsupported { .. })));
-        let abs = absolute_uri("some/rel").unwrap();
-        assert!(abs.starts_with("file:///") && abs.ends_with("/some/rel"), "{abs}");
+        let cwd = std::fs::canonicalize(".").expect("cwd");
+        let want = format!("file://{}", cwd.join("no-such-store").display());
+        assert_eq!(absolute_uri("no-such-store").expect("path"), want);
+        assert_eq!(absolute_uri("file:///abs/dir").expect("abs"), "file:///abs/dir");
     }
 }
