@@ -170,6 +170,13 @@ enum Command {
         /// snapshots only; device nodes are never honoured).
         #[arg(long)]
         allow_setuid: bool,
+        /// Throw away the upper dir's unsaved changes if they were made on
+        /// another snapshot (otherwise such a mount is refused).
+        #[arg(long, conflicts_with = "read_only")]
+        discard_changes: bool,
+        /// Mount over a directory that is not empty, hiding its contents.
+        #[arg(long)]
+        allow_non_empty: bool,
         /// Stay in the foreground instead of daemonizing.
         #[arg(long)]
         foreground: bool,
@@ -512,9 +519,13 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             memory,
             no_prefetch,
             allow_setuid,
+            discard_changes,
+            allow_non_empty,
             foreground,
         } => {
             lazysnap::store::snapshot_key(&name)?;
+            // Checked here too, so a bad mount point is a usage error (exit 2).
+            cmd::mount::check_mount_point(&cmd::mount::absolute(&mountpoint)?, allow_non_empty)?;
             if !foreground {
                 let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
                 cmd::mount::spawn_daemon(&args, &mountpoint)?;
@@ -539,8 +550,12 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 allow_setuid,
                 ..MountOptions::default()
             };
-            let writable = (!read_only).then_some(upper);
-            cmd::mount::run_foreground(rt, &store.store.to_string_lossy(), &name, &mountpoint, opts, writable)?;
+            let placement = cmd::mount::Placement {
+                writable: (!read_only).then_some(upper),
+                discard_changes,
+                allow_non_empty,
+            };
+            cmd::mount::run_foreground(rt, &store.store.to_string_lossy(), &name, &mountpoint, opts, placement)?;
         }
         Command::Save {
             mountpoint,
@@ -548,32 +563,18 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             store,
             write,
         } => {
-            let rec = cmd::mount::read_record(&cmd::mount::absolute(&mountpoint)?)?
-                .ok_or_else(|| Error::not_found(format!("{}: no lazysnap mount", mountpoint.display())))?;
-            let upper = rec.upper.clone().ok_or_else(|| {
-                Error::Usage(format!(
-                    "{}: a read-only mount has nothing to save",
-                    mountpoint.display()
-                ))
-            })?;
-            // The record's store is absolute: the same store from any cwd.
-            let uri = match store {
-                Some(s) => lazysnap::store::absolute_uri(&s.to_string_lossy())?,
-                None => rec.store.clone(),
-            };
-            let st = Store::open_writable(&uri)?.with_policy(policy(read_timeout));
-            let saved = lazysnap::build::save(
-                h,
-                &st,
-                &rec.name,
-                &rec.name,
-                &upper.join("upper"),
+            let uri = store.map(|s| s.to_string_lossy().into_owned());
+            let (saved, parent) = cmd::mount::save(
+                rt,
+                &mountpoint,
+                uri.as_deref(),
+                policy(read_timeout),
                 &name,
                 writer_opts(&write)?,
             )?;
             match saved {
                 Some(w) => report_written(&name, &w, t0.elapsed().as_secs_f64()),
-                None => println!("nothing changed since {}: no snapshot created", rec.name),
+                None => println!("nothing changed since {parent}: no snapshot created"),
             }
         }
         Command::Umount { mountpoint } => {

@@ -153,9 +153,23 @@ pub fn mount(
             mnt.display()
         )));
     }
-    crate::sys::return_large_allocations();
     let t0 = std::time::Instant::now();
     let chain = rt.block_on(Chain::open(store, name))?;
+    mount_chain(rt, store, chain, mnt, opts, t0)
+}
+
+/// [`mount`] of a chain already opened (at `t0`).
+pub fn mount_chain(
+    rt: &tokio::runtime::Handle,
+    store: &Store,
+    chain: Chain,
+    mnt: &Path,
+    opts: MountOptions,
+    t0: std::time::Instant,
+) -> Result<MountHandle> {
+    let name = chain.top().name.clone();
+    let name = name.as_str();
+    crate::sys::return_large_allocations();
     let fetcher = Fetcher::new(chain.layers(store), opts.fetch.clone())?;
     let t_index = t0.elapsed();
     let tree = chain.tree()?;

@@ -107,12 +107,18 @@ fn saved_snapshot_equals_the_live_view_and_applies_with_stock_tar() {
     stock_apply_layer(&ws.p("store/w/s1.tar.zst"), &stock);
     assert_trees_equal(&live, &stock);
 
-    // The mount keeps working; a later save is again a diff of the mounted chain.
+    // The mount keeps working; a later save is a diff of the last one,
+    // holding only what changed since.
     std::fs::write(live.join("after-save.txt"), b"more").expect("write");
     ws.save(&live, "w/s2");
     let o = run_ok(ws.cmd().args(["log", "w/s2", "--store", &ws.store(), "--json"]));
     let log: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(log[1]["name"], "w/base");
+    assert_eq!(
+        (log[1]["name"].as_str(), log[2]["name"].as_str()),
+        (Some("w/s1"), Some("w/base"))
+    );
+    let o = run_ok(ws.cmd().args(["diff", "w/s2", "--store", &ws.store()]));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "A after-save.txt\n");
     let copy = ws.mount_ro("w/s2", "copy2", &[]);
     assert_trees_equal(&live, &copy);
     ws.umount(&copy);

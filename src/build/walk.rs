@@ -93,8 +93,8 @@ type Child = (Vec<u8>, Source, Option<Metadata>);
 enum Source {
     /// A local file (in the directory, or in the upper dir).
     Local(std::ffi::OsString),
-    /// Only the view below the upper dir (this inode there).
-    Below(u64),
+    /// Only the view below the upper dir.
+    Below,
 }
 
 /// Walks one tree into a writer; see the module docs.
@@ -292,7 +292,7 @@ impl<'a> Walker<'a> {
                             let bi = lookup(below_children, &name);
                             self.visit(w, &abs.join(n), crel, &m, li, bi)?;
                         }
-                        (Source::Below(bi), _) => self.visit_below(&crel, bi, li)?,
+                        (Source::Below, _) => self.visit_below(&crel)?,
                         (Source::Local(_), None) => {}
                     }
                 }
@@ -359,12 +359,12 @@ impl<'a> Walker<'a> {
             out.push((n.as_bytes().to_vec(), Source::Local(n), Some(m)));
         }
         let local = out.len();
-        for (name, ino) in below {
+        for (name, _) in below {
             if out[..local]
                 .binary_search_by(|(n, _, _)| n.as_slice().cmp(name))
                 .is_err()
             {
-                out.push((name.to_vec(), Source::Below(*ino), None));
+                out.push((name.to_vec(), Source::Below, None));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -375,12 +375,12 @@ impl<'a> Walker<'a> {
     /// it unchanged. The compared view must show the very same entry (an
     /// earlier save could only have changed it through the upper dir, which
     /// would still hold the change or a whiteout).
-    fn visit_below(&self, rel: &[u8], below_ino: u64, lower_ino: Option<u64>) -> Result<()> {
+    fn visit_below(&self, rel: &[u8]) -> Result<()> {
         let Base::Upper { below, against } = self.base else {
             return Ok(());
         };
-        let shown = lower_ino.and_then(|l| against.slot(l));
-        if shown.is_some() && shown == below.slot(below_ino) {
+        let shown = against.slot(rel);
+        if shown.is_some() && shown == below.slot(rel) {
             return Ok(());
         }
         Err(Error::refused(

@@ -392,7 +392,8 @@ fn changes(a: &Tree, b: &Tree) -> Vec<Change> {
     let kind = |e: &Entry| if e.kind == Kind::Hardlink { Kind::File } else { e.kind };
     let same = |x: &Entry, y: &Entry| {
         kind(x) == kind(y)
-            && crate::build::walk::same_meta(x, y)
+            && (x.mode, x.uid, x.gid, x.mtime, x.mtime_nsec) == (y.mode, y.uid, y.gid, y.mtime, y.mtime_nsec)
+            && (x.size, &x.xattrs, x.dev_major, x.dev_minor) == (y.size, &y.xattrs, y.dev_major, y.dev_minor)
             && (!x.kind.has_data() || x.digest == y.digest)
             && (x.kind != Kind::Symlink || x.link == y.link)
     };

@@ -23,9 +23,11 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, IoContext, Result};
-use crate::mount::{fusermount, mount, MountOptions};
+use crate::mount::{fusermount, mount_chain, MountOptions};
+use crate::snapshot::Chain;
 use crate::store::{RetryPolicy, Store};
 use crate::sys;
+use crate::workspace::{Pin, Workspace};
 
 /// What the state record of a mount holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,8 +36,12 @@ pub struct MountRecord {
     pub mountpoint: PathBuf,
     /// Absolute store URI (`file:///DIR`).
     pub store: String,
-    /// Snapshot name.
+    /// Snapshot name (as asked for).
     pub name: String,
+    /// The snapshot served below the overlay: `name`, or the base of the
+    /// workspace `name` resumed.
+    #[serde(default)]
+    pub below: Option<String>,
     /// Daemon process id.
     pub pid: u32,
     /// The daemon's start time (field 22 of `/proc/PID/stat`, clock ticks
@@ -274,24 +280,119 @@ fn report_ready(res: &Result<()>) {
 }
 
 /// Run a mount in the foreground until unmounted or signalled.
+/// Where and how a snapshot is mounted, beyond the FUSE options.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// Writable (overlay) mount: `Some(upper dir)`, `Some(None)` for one in
+    /// the state dir; `None`: read-only.
+    pub writable: Option<Option<PathBuf>>,
+    /// Throw away the upper dir's changes when they were made on another
+    /// snapshot than the one mounted.
+    pub discard_changes: bool,
+    /// Mount over a directory that is not empty (hiding its contents).
+    pub allow_non_empty: bool,
+}
+
 pub fn run_foreground(
     rt: &Runtime,
     store_uri: &str,
     name: &str,
     mnt: &Path,
     opts: MountOptions,
-    writable: Option<Option<PathBuf>>,
+    placement: Placement,
 ) -> Result<()> {
     if let Some(fd) = ready_fd() {
         // Keep the readiness pipe out of processes we start (fusermount3).
         // SAFETY: fcntl on a descriptor number has no memory effects.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
-    let res = serve(rt, store_uri, name, mnt, opts, writable);
+    let res = serve(rt, store_uri, name, mnt, opts, placement);
     if let Err(e) = &res {
         report_ready(&Err(Error::Daemon(e.to_string())));
     }
     res
+}
+
+/// Check that `mnt` can take a mount: an existing, empty directory (unless
+/// `allow_non_empty`). A dead mount left there (a killed daemon) is the
+/// stale-record logic's business, not refused here.
+pub fn check_mount_point(mnt: &Path, allow_non_empty: bool) -> Result<()> {
+    if is_mounted(mnt) {
+        // Already a mount point: whether it is ours and alive is decided
+        // from its record.
+        return Ok(());
+    }
+    let shown = mnt.display();
+    let meta = match std::fs::metadata(mnt) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::not_found(format!(
+                "mount point {shown} (create the directory first)"
+            )))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Ok(()),
+        Err(e) => return Err(Error::io(format!("mount point {shown}"), e)),
+    };
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!("mount point {shown}: not a directory")));
+    }
+    if !allow_non_empty {
+        if let Ok(mut rd) = std::fs::read_dir(mnt) {
+            if rd.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "mount point {shown}: not empty (the mount would hide what is there); \
+                     pass --allow-non-empty to mount over it anyway"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Open what a mount of `name` serves: for a writable mount whose upper dir
+/// already holds a workspace, its base (after checking `name` may resume
+/// it); else `name` itself. Returns the chain and the workspace record to
+/// write for a new workspace.
+fn open_for(
+    rt: &Runtime,
+    store: &Store,
+    store_uri: &str,
+    name: &str,
+    workspace: Option<&Path>,
+    discard: bool,
+) -> Result<(Chain, Option<Workspace>)> {
+    let chain = rt.block_on(Chain::open(store, name))?;
+    let Some(dir) = workspace else {
+        return Ok((chain, None));
+    };
+    let digest = chain.top().index_digest();
+    let fresh = || Some(Workspace::new(store_uri, Pin::new(name, &digest)));
+    let Some(ws) = Workspace::load(dir)? else {
+        // No record: a new workspace (an upper dir from before records
+        // existed is adopted as changes on this snapshot).
+        return Ok((chain, fresh()));
+    };
+    match ws.resume(dir, name, &digest) {
+        Ok(base) if base.name == name && base.index_digest == crate::format::hex(&digest) => Ok((chain, None)),
+        Ok(base) => {
+            let base_chain = rt.block_on(Chain::open(store, &base.name))?;
+            if crate::format::hex(&base_chain.top().index_digest()) != base.index_digest {
+                return Err(Error::corrupt(
+                    format!("snapshot {}", base.name),
+                    format!(
+                        "not the snapshot the workspace {} was made on (index digest differs)",
+                        dir.display()
+                    ),
+                ));
+            }
+            Ok((base_chain, None))
+        }
+        Err(_) if discard => {
+            crate::workspace::discard(dir)?;
+            Ok((chain, fresh()))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn serve(
@@ -300,9 +401,11 @@ fn serve(
     name: &str,
     mnt: &Path,
     opts: MountOptions,
-    writable: Option<Option<PathBuf>>,
+    placement: Placement,
 ) -> Result<()> {
+    let writable = placement.writable;
     let mnt = absolute(mnt)?;
+    check_mount_point(&mnt, placement.allow_non_empty)?;
     if let Some(r) = read_record(&mnt)? {
         if daemon_alive(&r) && is_mounted(&mnt) {
             return Err(Error::Exists {
@@ -330,9 +433,24 @@ fn serve(
     };
     let fuse_at = layout.as_ref().map_or(mnt.clone(), |(lower, _)| lower.clone());
     let allow_setuid = opts.allow_setuid;
-    let handle = mount(rt.handle(), &store, name, &fuse_at, opts)?;
+    let t0 = std::time::Instant::now();
+    let workspace = layout.as_ref().map(|(_, u)| u.as_path());
+    let (chain, new_workspace) = open_for(rt, &store, &store_uri, name, workspace, placement.discard_changes)?;
+    let below = chain.top().name.clone();
+    let handle = mount_chain(rt.handle(), &store, chain, &fuse_at, opts, t0)?;
     if let Some((lower, upper)) = &layout {
-        if let Err(e) = overlay_mount(lower, upper, &mnt, allow_setuid) {
+        let overlaid = overlay_mount(lower, upper, &mnt, allow_setuid).and_then(|()| match &new_workspace {
+            Some(ws) => {
+                let mut ws = ws.clone();
+                ws.stamp = Some(crate::workspace::stamp(&upper.join("upper"))?);
+                ws.save(upper)
+            }
+            None => Ok(()),
+        });
+        if let Err(e) = overlaid {
+            if is_mounted(&mnt) {
+                let _ = sys::umount(&mnt, true);
+            }
             let _ = handle.unmount();
             return Err(e);
         }
@@ -348,6 +466,7 @@ fn serve(
         mountpoint: mnt.clone(),
         store: store_uri,
         name: name.to_string(),
+        below: Some(below.clone()),
         pid: std::process::id(),
         start_time: process_start(std::process::id()),
         boot_id: boot_id(),
@@ -453,6 +572,60 @@ fn overlay_mount(lower: &Path, upper: &Path, mnt: &Path, allow_setuid: bool) -> 
             e,
         )
     })
+}
+
+/// Save the live view of the writable mount at `mnt` as snapshot `new`: a
+/// diff of the workspace's last save (or of its base), after which the
+/// workspace continues from `new`. `store_uri` overrides the recorded store.
+/// `None`: nothing changed since the last save; nothing was published.
+pub fn save(
+    rt: &Runtime,
+    mnt: &Path,
+    store_uri: Option<&str>,
+    policy: RetryPolicy,
+    new: &str,
+    opts: crate::format::writer::WriterOptions,
+) -> Result<(Option<crate::format::writer::Written>, String)> {
+    let mnt = absolute(mnt)?;
+    let rec = read_record(&mnt)?.ok_or_else(|| Error::not_found(format!("{}: no lazysnap mount", mnt.display())))?;
+    let dir = rec
+        .upper
+        .clone()
+        .ok_or_else(|| Error::Usage(format!("{}: a read-only mount has nothing to save", mnt.display())))?;
+    // The record's store is absolute: the same store from any cwd.
+    let uri = match store_uri {
+        Some(s) => crate::store::absolute_uri(s)?,
+        None => rec.store.clone(),
+    };
+    let store = Store::open_writable(&uri)?.with_policy(policy);
+    let mut ws = match Workspace::load(&dir)? {
+        Some(ws) => ws,
+        // Mounted by an older lazysnap: the upper dir sits on the snapshot mounted.
+        None => {
+            let below = rec.below.clone().unwrap_or_else(|| rec.name.clone());
+            let snap = rt.block_on(crate::snapshot::Snapshot::open(&store, &below))?;
+            Workspace::new(&rec.store, Pin::new(&below, &snap.index_digest()))
+        }
+    };
+    let parent = ws.head().name.clone();
+    // Taken before the walk: a change made while saving leaves it stale,
+    // so the next check reports unsaved changes (never the reverse).
+    let stamp = crate::workspace::stamp(&dir.join("upper"))?;
+    let saved = crate::build::save(
+        rt.handle(),
+        &store,
+        &ws.base.name,
+        &parent,
+        &dir.join("upper"),
+        new,
+        opts,
+    )?;
+    if let Some(w) = &saved {
+        ws.saves.push(Pin::new(new, &w.index_digest));
+    }
+    ws.stamp = Some(stamp);
+    ws.save(&dir)?;
+    Ok((saved, parent))
 }
 
 /// What `stats` prints: the fetch counters at top level, plus the mount.

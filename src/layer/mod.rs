@@ -151,11 +151,15 @@ impl Tree {
         }
     }
 
-    /// Where the entry of the name `ino` itself lives (layer, entry), without
+    /// Where the entry of the name at path `p` lives (layer, entry), without
     /// resolving hardlink names: two views of one chain prefix show the same
-    /// entry exactly when their slots agree.
-    pub fn slot(&self, ino: u64) -> Option<(u32, u32)> {
-        let n = self.nodes.get(usize::try_from(ino).ok()?.checked_sub(1)?)?;
+    /// entry at `p` exactly when their slots agree.
+    pub fn slot(&self, p: &[u8]) -> Option<(u32, u32)> {
+        let i = self
+            .nodes
+            .binary_search_by(|n| path::cmp(&self.entry(n).path, p))
+            .ok()?;
+        let n = &self.nodes[i];
         Some((n.layer, n.entry))
     }
 
