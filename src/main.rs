@@ -199,6 +199,12 @@ enum Command {
         /// Mount point.
         mountpoint: PathBuf,
     },
+    /// List live mounts, and kept upper dirs with unsaved changes.
+    Mounts {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what a mount fetched: bytes, requests, frames, cache hits, errors.
     Stats {
         /// Mount point.
@@ -575,6 +581,35 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             match saved {
                 Some(w) => report_written(&name, &w, t0.elapsed().as_secs_f64()),
                 None => println!("nothing changed since {parent}: no snapshot created"),
+            }
+        }
+        Command::Mounts { json } => {
+            let r = cmd::mount::mounts()?;
+            if json {
+                print_json(&r)?;
+            } else {
+                for m in &r.mounts {
+                    let state = if m.alive {
+                        ""
+                    } else {
+                        "  (daemon gone: umount cleans up)"
+                    };
+                    let kind = match &m.upper {
+                        Some(u) => format!("writable, changes in {}", u.display()),
+                        None => "read-only".into(),
+                    };
+                    println!(
+                        "{}  {} from {}  {kind}  pid {}{state}",
+                        m.mountpoint.display(),
+                        m.name,
+                        m.store,
+                        m.pid
+                    );
+                }
+                for k in &r.kept {
+                    let on = k.last_save.as_deref().or(k.base.as_deref()).unwrap_or("?");
+                    println!("{}  unsaved changes on {on} (not mounted)", k.dir.display());
+                }
             }
         }
         Command::Umount { mountpoint } => {

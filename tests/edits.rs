@@ -592,3 +592,77 @@ fn mount_points_are_checked() {
     env.umount(&m);
     assert_eq!(fs::read(full.join("mine")).expect("read"), b"keep");
 }
+
+/// Every file under `dir`, relative, sorted (empty if `dir` is missing).
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(dir).expect("under").display().to_string());
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A clean umount, or a failed mount, leaves nothing in the state dir but
+/// an upper dir with unsaved changes, which `mounts` lists.
+#[test]
+fn the_state_dir_keeps_only_unsaved_changes() {
+    if !require_fuse() {
+        return;
+    }
+    let mut env = Env::new();
+    let t = env.p("t");
+    fs::create_dir(&t).expect("mkdir");
+    base_tree(&t);
+    env.create(&t, "a");
+    let state = env.p("state/mounts");
+    let kept = |env: &Env| -> serde_json::Value {
+        let o = run_ok(env.cmd().args(["mounts", "--json"]));
+        serde_json::from_slice(&o.stdout).expect("json")
+    };
+
+    let m = env.mount_ro("a", "ro", &[]);
+    assert_eq!(kept(&env)["mounts"].as_array().map(Vec::len), Some(1));
+    env.umount(&m);
+    assert_eq!(files_under(&state), Vec::<String>::new(), "after a read-only mount");
+
+    let o = run_fail(
+        env.cmd()
+            .args(["mount", "missing"])
+            .arg(env.p("ro"))
+            .args(["--store", &env.store()]),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
+    assert_eq!(files_under(&state), Vec::<String>::new(), "after a failed mount");
+
+    let m = env.mount("a", "rw", &[]);
+    fs::write(m.join("new"), b"unsaved").expect("write");
+    env.umount(&m);
+    let left = files_under(&state);
+    let top: Vec<&String> = left.iter().filter(|f| !f.contains('/')).collect();
+    assert!(
+        top.len() == 1
+            && left
+                .iter()
+                .all(|f| f == top[0] || f.starts_with(&format!("{}/changes", top[0]))),
+        "{left:?}"
+    );
+    let report = kept(&env);
+    assert_eq!(report["mounts"].as_array().map(Vec::len), Some(0), "{report}");
+    assert_eq!(report["kept"][0]["base"], "a", "{report}");
+
+    let m = env.mount("a", "rw", &[]);
+    assert_eq!(fs::read(m.join("new")).expect("resumed"), b"unsaved");
+    env.save(&m, "a1");
+    env.umount(&m);
+    assert_eq!(files_under(&state), Vec::<String>::new(), "after saving everything");
+    assert_eq!(kept(&env)["kept"].as_array().map(Vec::len), Some(0));
+}

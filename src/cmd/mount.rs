@@ -309,8 +309,40 @@ pub fn run_foreground(
     let res = serve(rt, store_uri, name, mnt, opts, placement);
     if let Err(e) = &res {
         report_ready(&Err(Error::Daemon(e.to_string())));
+        if let Ok(abs) = absolute(mnt) {
+            tidy(&abs);
+        }
     }
     res
+}
+
+/// Remove what a mount of `mnt` kept in the state dir once it is gone
+/// (unmounted, or never mounted): its private lower dir, its log, and its
+/// default upper dir unless that holds changes no save covered. A live
+/// mount's state, and a user's own `--upper` dir, are never touched.
+fn tidy(mnt: &Path) {
+    if read_record(mnt).ok().flatten().is_some_and(|r| daemon_alive(&r)) {
+        return;
+    }
+    let id = record_id(mnt);
+    let private = mounts_dir().join(&id);
+    let _ = std::fs::remove_dir(private.join("lower"));
+    let changes = private.join("changes");
+    if changes.exists() && !has_unsaved(&changes) {
+        crate::tmp::remove(&changes);
+    }
+    let _ = std::fs::remove_dir(&private);
+    let _ = std::fs::remove_file(mounts_dir().join(format!("{id}.log")));
+}
+
+/// Does workspace dir `dir` hold changes no save covered? (When in doubt:
+/// yes.)
+fn has_unsaved(dir: &Path) -> bool {
+    match Workspace::load(dir) {
+        Ok(Some(ws)) => ws.unsaved(dir).unwrap_or(true),
+        Ok(None) => crate::workspace::stamp(&dir.join("upper")).map_or(true, |s| s.entries > 0),
+        Err(_) => true,
+    }
 }
 
 /// Check that `mnt` can take a mount: an existing, empty directory (unless
@@ -517,6 +549,7 @@ fn serve(
     let res = handle.unmount();
     remove_record(&mnt);
     tracing::info!("unmounted {}", mnt.display());
+    tidy(&mnt);
     res
 }
 
@@ -707,7 +740,96 @@ pub fn umount(mnt: &Path) -> Result<()> {
         }
         remove_record(&mnt);
     }
+    tidy(&mnt);
     Ok(())
+}
+
+/// A mount, as `mounts` lists it.
+#[derive(Debug, Serialize)]
+pub struct MountRow {
+    /// Mount point.
+    pub mountpoint: PathBuf,
+    /// Snapshot mounted (as asked for).
+    pub name: String,
+    /// Store URI.
+    pub store: String,
+    /// Daemon pid.
+    pub pid: u32,
+    /// Is the daemon running (else: killed, `umount` cleans up)?
+    pub alive: bool,
+    /// The workspace dir of a writable mount.
+    pub upper: Option<PathBuf>,
+}
+
+/// A workspace dir with changes no save covered, and no mount.
+#[derive(Debug, Serialize)]
+pub struct KeptRow {
+    /// The workspace dir (holding `upper/`).
+    pub dir: PathBuf,
+    /// The snapshot its changes were made on.
+    pub base: Option<String>,
+    /// Its last save, if any.
+    pub last_save: Option<String>,
+}
+
+/// What `mounts` prints.
+#[derive(Debug, Serialize)]
+pub struct MountsReport {
+    /// Mounts with a state record.
+    pub mounts: Vec<MountRow>,
+    /// Kept upper dirs (in the state dir) with unsaved changes.
+    pub kept: Vec<KeptRow>,
+}
+
+/// The mounts this state dir knows, and the kept workspaces with unsaved
+/// changes.
+pub fn mounts() -> Result<MountsReport> {
+    let dir = mounts_dir();
+    let mut report = MountsReport {
+        mounts: Vec::new(),
+        kept: Vec::new(),
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return Err(Error::io_path(&dir, e)),
+    };
+    let mut live_uppers = Vec::new();
+    let mut private = Vec::new();
+    for ent in entries.flatten() {
+        let p = ent.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let Ok(bytes) = std::fs::read(&p) else { continue };
+            let Ok(r) = serde_json::from_slice::<MountRecord>(&bytes) else {
+                continue;
+            };
+            live_uppers.extend(r.upper.clone());
+            report.mounts.push(MountRow {
+                alive: daemon_alive(&r),
+                mountpoint: r.mountpoint,
+                name: r.name,
+                store: r.store,
+                pid: r.pid,
+                upper: r.upper,
+            });
+        } else if p.is_dir() {
+            private.push(p.join("changes"));
+        }
+    }
+    for changes in private {
+        if !changes.is_dir() || live_uppers.contains(&changes) || !has_unsaved(&changes) {
+            continue;
+        }
+        let ws = Workspace::load(&changes).ok().flatten();
+        report.kept.push(KeptRow {
+            base: ws.as_ref().map(|w| w.base.name.clone()),
+            last_save: ws.as_ref().and_then(|w| w.saves.last().map(|s| s.name.clone())),
+            dir: changes,
+        });
+    }
+    report.mounts.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
+    report.kept.sort_by(|a, b| a.dir.cmp(&b.dir));
+    Ok(report)
 }
 
 #[cfg(test)]
