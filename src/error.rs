@@ -50,6 +50,12 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Something is in use: a busy mount, a mount point already mounted, a
+    /// daemon that does not exit. `why` says what and, where it helps, what
+    /// to do.
+    #[error("{what}: {why}")]
+    InUse { what: String, why: String },
+
     /// The object store failed (after retries) or answered something invalid.
     #[error("store: {0}")]
     Store(String),
@@ -93,6 +99,14 @@ impl Error {
         }
     }
 
+    /// Something in use (see [`Error::InUse`]).
+    pub fn in_use(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::InUse {
+            what: shorten(what.into()),
+            why: why.into(),
+        }
+    }
+
     /// A not-found error.
     pub fn not_found(what: impl Into<String>) -> Self {
         Error::NotFound {
@@ -108,6 +122,7 @@ impl Error {
             Error::Exists { .. } => libc::EEXIST,
             Error::Corrupt { .. } | Error::Invalid { .. } | Error::Store(_) | Error::Daemon(_) => libc::EIO,
             Error::Refused { .. } => libc::EPERM,
+            Error::InUse { .. } => libc::EBUSY,
             Error::Unsupported { .. } => libc::ENOTSUP,
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             Error::Timeout { .. } => libc::ETIMEDOUT,

@@ -13,11 +13,34 @@ use lazysnap::format::{self, DEFAULT_LEVEL};
 use lazysnap::mount::MountOptions;
 use lazysnap::store::{RetryPolicy, Store};
 
+/// Shown after the top-level `--help`.
+const ENVIRONMENT: &str = "\
+Example:
+  lazysnap create ./work --store /srv/snaps --name org/repo/main
+  lazysnap mount org/repo/main /mnt/work --store /srv/snaps
+
+Sizes take B, KiB, MiB, GiB, TiB (or K, M, G, T). Exit codes: 0 ok, 1 runtime error, 2 usage error.
+
+Environment:
+  LAZYSNAP_STORE          default for --store (else ~/.local/share/lazysnap/store)
+  LAZYSNAP_STATE_DIR      mount records, daemon logs, default upper dirs
+                          (else $XDG_STATE_HOME/lazysnap or ~/.local/state/lazysnap)
+  LAZYSNAP_READ_TIMEOUT   default for --read-timeout
+  RUST_LOG                log filter on stderr (default: warn), e.g. RUST_LOG=debug";
+
 #[derive(Parser)]
 #[command(
     name = "lazysnap",
     version,
-    about = "Instant-restore, cheap-save workspace snapshots"
+    about = "Instant-restore, cheap-save workspace snapshots",
+    long_about = "Instant-restore, cheap-save workspace snapshots.\n\n\
+        A snapshot is one indexed .tar.zst object (stock `zstd -d | tar -x` restores it); \
+        `mount` serves it lazily, fetching only what is read, with writes going to an \
+        overlay; `save` packs only the changes as a diff snapshot.",
+    after_help = "Example:\n  lazysnap create ./work --store /srv/snaps --name org/repo/main\n  \
+        lazysnap mount org/repo/main /mnt/work --store /srv/snaps\n\n\
+        Sizes take B, KiB, MiB, GiB, TiB (or K, M, G, T). Exit codes: 0 ok, 1 runtime error, 2 usage error.",
+    after_long_help = ENVIRONMENT
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,15 +53,15 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct StoreArg {
-    /// Store URI: a directory path or file://DIR.
-    #[arg(long, env = "LAZYSNAP_STORE", default_value_os_t = default_store())]
+    /// Store URI: a directory path or file:///DIR.
+    #[arg(long, env = "LAZYSNAP_STORE", default_value_os_t = default_store(), value_name = "URI")]
     store: PathBuf,
 }
 
 #[derive(clap::Args, Clone)]
 struct WriteArgs {
-    /// Uncompressed bytes per zstd frame (e.g. 512KiB, 1MiB).
-    #[arg(long, default_value_t = format::DEFAULT_FRAME_SIZE as u64, value_parser = parse_size)]
+    /// Uncompressed bytes per zstd frame, a multiple of 512 B up to 64MiB.
+    #[arg(long, default_value = "512KiB", value_parser = parse_size, value_name = "SIZE")]
     frame_size: u64,
     /// zstd compression level of data frames.
     #[arg(long, default_value_t = DEFAULT_LEVEL, allow_negative_numbers = true)]
@@ -48,6 +71,9 @@ struct WriteArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Snapshot a directory tree.
+    #[command(
+        after_help = "Example:\n  lazysnap create ./work --store /srv/snaps --name org/repo/main\n  lazysnap create ./work --store /srv/snaps --name org/repo/next --parent org/repo/main"
+    )]
     Create {
         /// Directory to snapshot.
         dir: PathBuf,
@@ -70,6 +96,7 @@ enum Command {
         write: WriteArgs,
     },
     /// Convert a .tar, .tar.gz or .tar.zst into an indexed snapshot.
+    #[command(after_help = "Example:\n  lazysnap import cache.tar.zst --store /srv/snaps --name org/repo/cache")]
     Import {
         /// Archive to import.
         file: PathBuf,
@@ -82,6 +109,7 @@ enum Command {
         write: WriteArgs,
     },
     /// Show a snapshot's metadata, counts and sizes.
+    #[command(after_help = "Example:\n  lazysnap inspect org/repo/main --store /srv/snaps --json")]
     Inspect {
         /// Snapshot name.
         name: String,
@@ -92,6 +120,7 @@ enum Command {
         json: bool,
     },
     /// List a directory inside a snapshot.
+    #[command(after_help = "Example:\n  lazysnap ls org/repo/main node_modules --store /srv/snaps")]
     Ls {
         /// Snapshot name.
         name: String,
@@ -105,6 +134,7 @@ enum Command {
         json: bool,
     },
     /// Print one file, fetching only its frames.
+    #[command(after_help = "Example:\n  lazysnap cat org/repo/main package.json --store /srv/snaps")]
     Cat {
         /// Snapshot name.
         name: String,
@@ -117,6 +147,7 @@ enum Command {
         stats: bool,
     },
     /// Check every frame digest and every entry.
+    #[command(after_help = "Example:\n  lazysnap verify org/repo/main --store /srv/snaps")]
     Verify {
         /// Snapshot name.
         name: String,
@@ -127,6 +158,7 @@ enum Command {
         json: bool,
     },
     /// Restore a snapshot into a new directory (atomic, parallel).
+    #[command(after_help = "Example:\n  lazysnap extract org/repo/main ./restored --store /srv/snaps")]
     Extract {
         /// Snapshot name.
         name: String,
@@ -138,7 +170,12 @@ enum Command {
         #[arg(long)]
         stats: bool,
     },
-    /// Mount a snapshot as a lazy read-only filesystem.
+    /// Mount a snapshot lazily: writable through an overlay (changes kept
+    /// in an upper dir, packed by `save`), or --read-only.
+    #[command(
+        after_help = "Example:\n  lazysnap mount org/repo/main /mnt/work --store /srv/snaps\n  \
+        lazysnap mount org/repo/main /mnt/ro --store /srv/snaps --read-only --cache-dir /var/cache/lazysnap"
+    )]
     Mount {
         /// Snapshot name.
         name: String,
@@ -157,10 +194,10 @@ enum Command {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
         /// Disk cache size limit.
-        #[arg(long, default_value = "10GiB", value_parser = parse_size)]
+        #[arg(long, default_value = "10GiB", value_parser = parse_size, value_name = "SIZE")]
         cache_size: u64,
         /// Memory budget for all frame buffers.
-        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+        #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
         memory: u64,
         /// Do not fetch the snapshot's prefetch list at mount.
         #[arg(long)]
@@ -182,6 +219,7 @@ enum Command {
         foreground: bool,
     },
     /// Save a writable mount's changes as a diff snapshot of the mounted one.
+    #[command(after_help = "Example:\n  lazysnap save /mnt/work --name org/repo/main-2")]
     Save {
         /// Mount point (a writable lazysnap mount).
         mountpoint: PathBuf,
@@ -195,17 +233,29 @@ enum Command {
         write: WriteArgs,
     },
     /// Unmount a lazysnap mount (also cleans up after a killed daemon).
+    #[command(after_help = "Example:\n  lazysnap umount /mnt/work")]
     Umount {
         /// Mount point.
         mountpoint: PathBuf,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Example:\n  lazysnap completions bash > /etc/bash_completion.d/lazysnap")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(after_help = "Example:\n  lazysnap man > /usr/local/share/man/man1/lazysnap.1")]
+    Man,
     /// List live mounts, and kept upper dirs with unsaved changes.
+    #[command(after_help = "Example:\n  lazysnap mounts --json")]
     Mounts {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Show what a mount fetched: bytes, requests, frames, cache hits, errors.
+    #[command(after_help = "Example:\n  lazysnap stats /mnt/work --json")]
     Stats {
         /// Mount point.
         mountpoint: PathBuf,
@@ -214,19 +264,21 @@ enum Command {
         json: bool,
     },
     /// Write a chain's merged view as one full snapshot.
+    #[command(after_help = "Example:\n  lazysnap squash org/repo/main-9 --store /srv/snaps --name org/repo/main-flat")]
     Squash {
         /// Snapshot name (usually a diff).
         name: String,
         #[command(flatten)]
         store: StoreArg,
         /// Name of the new full snapshot.
-        #[arg(long = "name", id = "new_name")]
+        #[arg(long = "name", id = "new_name", value_name = "NEW")]
         new: String,
         #[command(flatten)]
         write: WriteArgs,
     },
     /// List what changes from snapshot A to snapshot B (A/M/D); with one
     /// snapshot, what it changes against its parent.
+    #[command(after_help = "Example:\n  lazysnap diff org/repo/main org/repo/main-2 --store /srv/snaps")]
     Diff {
         /// Snapshot A (with no B: a diff, compared with its parent).
         name: String,
@@ -239,6 +291,7 @@ enum Command {
         json: bool,
     },
     /// Show a snapshot's chain: itself and every parent down to the base.
+    #[command(after_help = "Example:\n  lazysnap log org/repo/main-9 --store /srv/snaps")]
     Log {
         /// Snapshot name.
         name: String,
@@ -249,6 +302,7 @@ enum Command {
         json: bool,
     },
     /// List the snapshots in a store: kind, size, entries, date, parent.
+    #[command(after_help = "Example:\n  lazysnap list org/repo/ --store /srv/snaps --json")]
     List {
         /// Only names starting with this prefix.
         #[arg(default_value = "")]
@@ -280,7 +334,8 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("bad size unit in {s:?} (use KiB, MiB, GiB)")),
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("bad size unit in {s:?} (use KiB, MiB, GiB, TiB)")),
     };
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} too large"))
 }
@@ -424,6 +479,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             } else {
                 println!("name:        {}", s.name);
                 println!("format:      v{} ({})", s.format_version, s.tool);
+                println!("created:     {}", s.created);
                 println!(
                     "size:        {} (data {}, index {} -> {} raw)",
                     human(s.size),
@@ -583,6 +639,15 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 None => println!("nothing changed since {parent}: no snapshot created"),
             }
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "lazysnap", &mut std::io::stdout());
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            man.render(&mut std::io::stdout())
+                .map_err(|e| Error::io("writing the man page", e))?;
+        }
         Command::Mounts { json } => {
             let r = cmd::mount::mounts()?;
             if json {
@@ -704,6 +769,13 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Command::Mount { .. }) {
+        // A closed stdout (`lazysnap ls --json | head`) ends the command
+        // quietly, as it does any Unix tool. (Not in a mount daemon, whose
+        // stats socket must survive a client that hangs up.)
+        // SAFETY: restoring the default disposition of one signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -722,6 +794,8 @@ mod tests {
         assert_eq!(parse_size("512KiB"), Ok(512 << 10));
         assert_eq!(parse_size("1MiB"), Ok(1 << 20));
         assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2TiB"), Ok(2 << 40));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
         assert!(parse_size("1XB").is_err());
         assert!(parse_size("").is_err());
     }

@@ -460,12 +460,12 @@ fn no_stale_mounts_after_umount_sigterm_or_sigkill() {
         env.mounts.retain(|x| x != &m);
         assert!(!mounted(&m), "stale mount after signal {sig}");
         let o = run_fail(env.cmd().arg("stats").arg(&m));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("no lazysnap mount"));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("lazysnap mount at"));
         // The mount point is usable again.
         assert_eq!(std::fs::read_dir(&m).expect("ls").count(), 0);
     }
     let o = run_fail(env.cmd().arg("umount").arg(env.p("b")));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not a lazysnap mount"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lazysnap mount at"));
 
     // A busy mount is not detached behind the user's back.
     let m = env.mount_ro("s", "c", &[]);

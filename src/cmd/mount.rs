@@ -440,9 +440,10 @@ fn serve(
     check_mount_point(&mnt, placement.allow_non_empty)?;
     if let Some(r) = read_record(&mnt)? {
         if daemon_alive(&r) && is_mounted(&mnt) {
-            return Err(Error::Exists {
-                what: format!("{}: already mounted by lazysnap (pid {})", mnt.display(), r.pid),
-            });
+            return Err(Error::in_use(
+                mnt.display().to_string(),
+                format!("already mounted by lazysnap (pid {}); lazysnap umount it first", r.pid),
+            ));
         }
         remove_record(&mnt);
     }
@@ -620,7 +621,12 @@ pub fn save(
     opts: crate::format::writer::WriterOptions,
 ) -> Result<(Option<crate::format::writer::Written>, String)> {
     let mnt = absolute(mnt)?;
-    let rec = read_record(&mnt)?.ok_or_else(|| Error::not_found(format!("{}: no lazysnap mount", mnt.display())))?;
+    let rec = read_record(&mnt)?.ok_or_else(|| {
+        Error::not_found(format!(
+            "lazysnap mount at {} (lazysnap mounts lists them)",
+            mnt.display()
+        ))
+    })?;
     let dir = rec
         .upper
         .clone()
@@ -674,7 +680,12 @@ pub struct StatsReport {
 /// Ask the daemon of `mnt` for its counters.
 pub fn stats(mnt: &Path) -> Result<serde_json::Value> {
     let mnt = absolute(mnt)?;
-    let r = read_record(&mnt)?.ok_or_else(|| Error::not_found(format!("{}: no lazysnap mount", mnt.display())))?;
+    let r = read_record(&mnt)?.ok_or_else(|| {
+        Error::not_found(format!(
+            "lazysnap mount at {} (lazysnap mounts lists them)",
+            mnt.display()
+        ))
+    })?;
     let mut s = std::os::unix::net::UnixStream::connect(&r.socket)
         .ctx(|| format!("{}: mount daemon (pid {}) not answering", mnt.display(), r.pid))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -691,7 +702,10 @@ pub fn umount(mnt: &Path) -> Result<()> {
     let record = read_record(&mnt)?;
     let mounted = is_mounted(&mnt);
     if !mounted && record.is_none() {
-        return Err(Error::not_found(format!("{}: not a lazysnap mount", mnt.display())));
+        return Err(Error::not_found(format!(
+            "lazysnap mount at {} (lazysnap mounts lists them)",
+            mnt.display()
+        )));
     }
     let alive = record.as_ref().is_some_and(daemon_alive);
     let lower = record.as_ref().and_then(|r| r.lower.clone());
@@ -700,25 +714,22 @@ pub fn umount(mnt: &Path) -> Result<()> {
             // The overlay on top; never detach a busy one behind the user's back.
             if let Err(e) = sys::umount(&mnt, false) {
                 if e.raw_os_error() == Some(libc::EBUSY) {
-                    return Err(Error::Store(format!(
-                        "{}: busy (files or directories open in it)",
-                        mnt.display()
-                    )));
+                    return Err(busy(&mnt));
                 }
                 return Err(Error::io(format!("unmounting {}", mnt.display()), e));
             }
         } else if !fusermount(&["-u"], &mnt)? && is_mounted(&mnt) {
             if alive {
-                return Err(Error::Store(format!(
-                    "{}: busy (files or directories open in it)",
-                    mnt.display()
-                )));
+                return Err(busy(&mnt));
             }
             // A killed daemon leaves a dead mount: detach it.
             fusermount(&["-u", "-z"], &mnt)?;
         }
         if is_mounted(&mnt) {
-            return Err(Error::Store(format!("{}: still mounted", mnt.display())));
+            return Err(Error::in_use(
+                mnt.display().to_string(),
+                "still mounted after unmounting",
+            ));
         }
     }
     if let Some(lower) = &lower {
@@ -732,16 +743,26 @@ pub fn umount(mnt: &Path) -> Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
         if daemon_alive(&r) {
-            return Err(Error::Store(format!(
-                "{}: daemon pid {} did not exit",
-                mnt.display(),
-                r.pid
-            )));
+            return Err(Error::in_use(
+                mnt.display().to_string(),
+                format!("unmounted, but its daemon (pid {}) did not exit", r.pid),
+            ));
         }
         remove_record(&mnt);
     }
     tidy(&mnt);
     Ok(())
+}
+
+/// A mount point that cannot be unmounted while something uses it.
+fn busy(mnt: &Path) -> Error {
+    Error::in_use(
+        mnt.display().to_string(),
+        format!(
+            "busy: files or directories are open in it (see: fuser -vm {})",
+            mnt.display()
+        ),
+    )
 }
 
 /// A mount, as `mounts` lists it.

@@ -379,7 +379,12 @@ pub fn absolute_uri(uri: &str) -> Result<String> {
 /// or `..` components, no component starting with `.` (reserved for temporary
 /// objects), no backslashes or control characters, at most 512 bytes.
 pub fn snapshot_key(name: &str) -> Result<String> {
-    let bad = |why: &str| Error::Usage(format!("bad snapshot name {name:?}: {why}"));
+    let bad = |why: &str| {
+        Error::Usage(format!(
+            "bad snapshot name {}: {why}",
+            crate::error::shorten(format!("{name:?}"))
+        ))
+    };
     if name.is_empty() {
         return Err(bad("empty"));
     }
