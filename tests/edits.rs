@@ -26,6 +26,16 @@ fn base_tree(root: &Path) {
     fs::write(root.join("plain"), b"plain").expect("write");
 }
 
+/// A store holding [`base_tree`] (made at `t`) as snapshot `name`.
+fn env_with(name: &str) -> Env {
+    let env = Env::new();
+    let t = env.p("t");
+    fs::create_dir(&t).expect("mkdir");
+    base_tree(&t);
+    env.create(&t, name);
+    env
+}
+
 /// The chain of `name` (base first), as object paths in the store.
 fn chain_objects(env: &Env, name: &str) -> Vec<PathBuf> {
     let o = run_ok(env.cmd().args(["log", name, "--store", &env.store(), "--json"]));
@@ -115,11 +125,7 @@ fn every_hardlink_edit_through_a_mount_saves_the_live_view() {
     if !require_fuse() {
         return;
     }
-    let mut env = Env::new();
-    let t = env.p("t");
-    fs::create_dir(&t).expect("mkdir");
-    base_tree(&t);
-    env.create(&t, "base");
+    let mut env = env_with("base");
     for (i, (what, edit)) in EDITS.iter().enumerate() {
         let upper = env.p(&format!("up{i}")).display().to_string();
         let live = env.mount("base", &format!("live{i}"), &["--upper", &upper]);
@@ -307,11 +313,7 @@ proptest! {
         if !require_fuse() {
             return Ok(());
         }
-        let mut env = Env::new();
-        let t = env.p("t");
-        fs::create_dir(&t).expect("mkdir");
-        base_tree(&t);
-        env.create(&t, "base");
+        let mut env = env_with("base");
         let live = env.mount("base", "live", &[]);
         let mut n = 0;
         for (r, edits) in rounds.iter().enumerate() {
@@ -445,11 +447,7 @@ proptest! {
         if !require_fuse() {
             return Ok(());
         }
-        let mut env = Env::new();
-        let t = env.p("t");
-        fs::create_dir(&t).expect("mkdir");
-        base_tree(&t);
-        env.create(&t, "base");
+        let mut env = env_with("base");
         let upper = env.p("ws").display().to_string();
         let mut live = env.mount("base", "live", &["--upper", &upper]);
         let (mut last, mut saves, mut n) = ("base".to_string(), 0, 0);
@@ -501,11 +499,8 @@ fn remounts_resume_the_workspace_and_refuse_other_snapshots() {
     if !require_fuse() {
         return;
     }
-    let mut env = Env::new();
+    let mut env = env_with("a");
     let t = env.p("t");
-    fs::create_dir(&t).expect("mkdir");
-    base_tree(&t);
-    env.create(&t, "a");
     env.create(&t, "b");
     let live = env.mount("a", "m", &[]);
     fs::write(live.join("created"), b"1").expect("write");
@@ -618,11 +613,7 @@ fn the_state_dir_keeps_only_unsaved_changes() {
     if !require_fuse() {
         return;
     }
-    let mut env = Env::new();
-    let t = env.p("t");
-    fs::create_dir(&t).expect("mkdir");
-    base_tree(&t);
-    env.create(&t, "a");
+    let mut env = env_with("a");
     let state = env.p("state/mounts");
     let kept = |env: &Env| -> serde_json::Value {
         let o = run_ok(env.cmd().args(["mounts", "--json"]));
