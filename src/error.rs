@@ -7,6 +7,35 @@
 use std::io;
 use std::path::PathBuf;
 
+/// How an object store failed. Retries, backoff and URL renewal decide
+/// from this (in `store`), never from message text. (A missing object is
+/// [`Error::NotFound`]; a request past its deadline, [`Error::Timeout`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreErrorKind {
+    /// Access refused (HTTP 403, a credential that cannot read this).
+    Denied,
+    /// A credential or presigned URL past its expiry: renew, then retry.
+    Expired,
+    /// The object is not the one opened (ETag changed, HTTP 412): the
+    /// reads it touches fail with ESTALE, never mix two objects.
+    Precondition,
+    /// The store asks to slow down (HTTP 503 SlowDown, 429): back off.
+    Throttled,
+    /// Worth retrying: 5xx, a reset or cut connection, a short body.
+    Transient,
+    /// An answer that cannot be right (a 200 to a ranged GET, a bad range):
+    /// retrying would not help.
+    Invalid,
+}
+
+impl StoreErrorKind {
+    /// Is another attempt worth making?
+    pub fn retryable(self) -> bool {
+        matches!(self, StoreErrorKind::Throttled | StoreErrorKind::Transient)
+    }
+}
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -56,9 +85,22 @@ pub enum Error {
     #[error("{what}: {why}")]
     InUse { what: String, why: String },
 
-    /// The object store failed (after retries) or answered something invalid.
-    #[error("store: {0}")]
-    Store(String),
+    /// The object store failed (after retries) or answered something
+    /// invalid; the kind decides retries, URL renewal and the errno.
+    #[error("{what}: {why}")]
+    Store {
+        /// What kind of failure.
+        kind: StoreErrorKind,
+        /// The object or request.
+        what: String,
+        /// What the store said.
+        why: String,
+    },
+
+    /// A failure inside lazysnap itself (a task that died, a broken
+    /// invariant): never the user's or the store's doing.
+    #[error("internal error: {0}")]
+    Internal(String),
 
     /// A failure reported by another lazysnap process (the mount daemon).
     #[error("{0}")]
@@ -99,6 +141,15 @@ impl Error {
         }
     }
 
+    /// A store failure of `kind` about `what`.
+    pub fn store(kind: StoreErrorKind, what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::Store {
+            kind,
+            what: shorten(what.into()),
+            why: why.into(),
+        }
+    }
+
     /// Something in use (see [`Error::InUse`]).
     pub fn in_use(what: impl Into<String>, why: impl Into<String>) -> Self {
         Error::InUse {
@@ -120,7 +171,12 @@ impl Error {
             Error::Usage(_) => libc::EINVAL,
             Error::NotFound { .. } => libc::ENOENT,
             Error::Exists { .. } => libc::EEXIST,
-            Error::Corrupt { .. } | Error::Invalid { .. } | Error::Store(_) | Error::Daemon(_) => libc::EIO,
+            Error::Store { kind, .. } => match kind {
+                StoreErrorKind::Precondition => libc::ESTALE,
+                StoreErrorKind::Denied | StoreErrorKind::Expired => libc::EACCES,
+                _ => libc::EIO,
+            },
+            Error::Corrupt { .. } | Error::Invalid { .. } | Error::Internal(_) | Error::Daemon(_) => libc::EIO,
             Error::Refused { .. } => libc::EPERM,
             Error::InUse { .. } => libc::EBUSY,
             Error::Unsupported { .. } => libc::ENOTSUP,

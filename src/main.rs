@@ -356,7 +356,7 @@ fn policy(read_timeout: u64) -> RetryPolicy {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| Error::Store(e.to_string()))?;
+    let s = serde_json::to_string_pretty(v).map_err(|e| Error::Internal(e.to_string()))?;
     println!("{s}");
     Ok(())
 }

@@ -94,7 +94,7 @@ impl MountHandle {
     pub fn join(mut self) -> Result<()> {
         if let Some(t) = self.session.take() {
             t.join()
-                .map_err(|_| Error::Store("FUSE session panicked".into()))?
+                .map_err(|_| Error::Internal("FUSE session panicked".into()))?
                 .map_err(|e| Error::io(format!("FUSE session on {}", self.mnt.display()), e))?;
         }
         Ok(())

@@ -65,7 +65,7 @@ where
     F: FnOnce(&mut SnapshotWriter<UploadWriter>) -> Result<()>,
 {
     publish_if(rt, store, name, opts, pb, |w| fill(w).map(|()| true))?
-        .ok_or_else(|| Error::Store(format!("{name}: the upload was dropped")))
+        .ok_or_else(|| Error::Internal(format!("{name}: the upload was dropped")))
 }
 
 /// [`publish`], unless `fill` says (`false`) there is nothing worth keeping:
@@ -101,7 +101,7 @@ where
     let keep = fill(&mut w)?;
     let (written, mut sink) = w.finish()?;
     pb.finish_and_clear();
-    let up = sink.up.take().ok_or_else(|| Error::Store("upload lost".into()));
+    let up = sink.up.take().ok_or_else(|| Error::Internal("upload lost".into()));
     if !keep {
         tracing::debug!("{name}: nothing to publish; upload aborted");
         rt.block_on(up?.abort())?;
@@ -109,7 +109,7 @@ where
     }
     sink.up = Some(up?);
     sink.flush().map_err(|e| Error::io(format!("uploading {name}"), e))?;
-    let up = sink.up.take().ok_or_else(|| Error::Store("upload lost".into()))?;
+    let up = sink.up.take().ok_or_else(|| Error::Internal("upload lost".into()))?;
     rt.block_on(up.commit(false)).map_err(|e| match e {
         Error::Exists { .. } => Error::Exists {
             what: format!("snapshot {name}"),

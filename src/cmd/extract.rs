@@ -147,7 +147,7 @@ impl Frames {
             if i == self.buf.len() {
                 match self.rx.next_frame()? {
                     Some(f) => self.buf.push_back(f),
-                    None => return Err(Error::Store("frame stream ended early".into())),
+                    None => return Err(Error::Internal("frame stream ended early".into())),
                 }
                 continue;
             }
@@ -315,7 +315,7 @@ impl Extractor {
             let p = self.target(e);
             let mut f = self.create_file(&p)?;
             let mut r = BlockingReader::new(rt, fetcher, layer, e.offset..e.offset + e.size);
-            std::io::copy(&mut r, &mut f).map_err(|err| Error::Store(format!("{}: {err}", p.display())))?;
+            std::io::copy(&mut r, &mut f).map_err(|err| Error::io(p.display().to_string(), err))?;
             pb.inc(e.size);
             self.finish_file(e, &p, &f)?;
         }

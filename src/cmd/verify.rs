@@ -68,7 +68,7 @@ pub fn verify(rt: &Handle, store: &Store, name: &str) -> Result<VerifyReport> {
                     break;
                 }
                 Err(e) => {
-                    res = Err(Error::Store(e.to_string()));
+                    res = Err(Error::io(what.clone(), e));
                     break;
                 }
             }

@@ -283,7 +283,7 @@ impl Fetcher {
     fn layer(&self, layer: u32) -> Result<&Layer> {
         self.layers
             .get(layer as usize)
-            .ok_or_else(|| Error::Store(format!("no layer {layer}")))
+            .ok_or_else(|| Error::Internal(format!("no layer {layer}")))
     }
 
     /// Bring frames `range` of `layer` into memory in the background
@@ -317,7 +317,7 @@ impl Fetcher {
     async fn parts(self: &Arc<Self>, layer: u32, wants: Vec<(usize, Range<usize>)>) -> Result<Vec<Bytes>> {
         let l = self.layer(layer)?;
         if let Some((i, _)) = wants.iter().find(|(i, _)| *i >= l.frames.len()) {
-            return Err(Error::Store(format!("{}: frame {i} out of range", l.name)));
+            return Err(Error::Internal(format!("{}: frame {i} out of range", l.name)));
         }
         let mut out: Vec<Option<Bytes>> = vec![None; wants.len()];
         let mut waits = Vec::new();
@@ -380,7 +380,7 @@ impl Fetcher {
             tokio::spawn(async move { me.fetch_claimed(layer, claimed, Priority::Foreground).await });
         }
         for (pos, rx) in waits {
-            let r = rx.await.map_err(|_| Error::Store("fetch task vanished".into()))?;
+            let r = rx.await.map_err(|_| Error::Internal("fetch task vanished".into()))?;
             out[pos] = Some(r.map_err(|e| share_error(&e))?);
         }
         Ok(out.into_iter().flatten().collect())
@@ -456,7 +456,7 @@ impl Fetcher {
             }
             if self.cancelled.load(Ordering::Relaxed) && !self.awaited(layer, &run) {
                 let idx: Vec<usize> = run.collect();
-                return self.complete_all(layer, &idx, Arc::new(Error::Store("cancelled".into())));
+                return self.complete_all(layer, &idx, Arc::new(Error::Internal("cancelled".into())));
             }
         }
         let permit = self.slots.acquire().await;
@@ -549,7 +549,10 @@ impl Fetcher {
     /// caller to fail or fetch elsewhere.
     fn arrived(&self, layer: u32, i: usize, compressed: Bytes, checked: bool) -> Result<()> {
         let l = self.layer(layer)?;
-        let f = l.frames.get(i).ok_or_else(|| Error::Store(format!("no frame {i}")))?;
+        let f = l
+            .frames
+            .get(i)
+            .ok_or_else(|| Error::Internal(format!("no frame {i}")))?;
         if !checked {
             check_frame(i, f, &compressed, &l.name)?;
             // Counted before any reader is answered, so a reader that sees
@@ -574,7 +577,10 @@ impl Fetcher {
     /// flight.
     fn decode(&self, layer: u32, i: usize, compressed: &[u8]) -> Result<()> {
         let l = self.layer(layer)?;
-        let f = l.frames.get(i).ok_or_else(|| Error::Store(format!("no frame {i}")))?;
+        let f = l
+            .frames
+            .get(i)
+            .ok_or_else(|| Error::Internal(format!("no frame {i}")))?;
         let k = (layer, i as u32);
         let full = f.u_len as usize;
         let buf = self.mem.lock().spare_for(full);
@@ -607,7 +613,7 @@ impl Fetcher {
                 Ok(b) => b
                     .get(w.want.clone())
                     .map(|_| b.slice(w.want))
-                    .ok_or_else(|| Arc::new(Error::Store(format!("frame {i}: wanted bytes beyond its end")))),
+                    .ok_or_else(|| Arc::new(Error::Internal(format!("frame {i}: wanted bytes beyond its end")))),
                 Err(e) => Err(e.clone()),
             };
             let _ = w.tx.send(part);
@@ -639,7 +645,7 @@ impl<'a> PanicGuard<'a> {
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let e = Arc::new(Error::Store("fetch task failed (see the log)".into()));
+            let e = Arc::new(Error::Internal("fetch task failed (see the log)".into()));
             self.fetcher.complete_all(self.layer, &self.frames, e);
         }
     }
@@ -654,7 +660,7 @@ fn share_error(e: &Error) -> Error {
             secs: *secs,
         },
         Error::NotFound { what } => Error::not_found(what.clone()),
-        other => Error::Store(other.to_string()),
+        other => Error::Internal(other.to_string()),
     }
 }
 

@@ -202,7 +202,7 @@ pub async fn decode_run(raw: Bytes, frames: &[Frame], run: Range<usize>, what: &
     match res {
         Ok(v) => v,
         Err(e) => (0..n)
-            .map(|_| Err(Error::Store(format!("decompression task failed: {e}"))))
+            .map(|_| Err(Error::Internal(format!("decompression task failed: {e}"))))
             .collect(),
     }
 }

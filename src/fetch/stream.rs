@@ -50,7 +50,7 @@ pub fn stream_frames(
             let Some(task) = inflight.pop_front() else { break };
             let res = match task.await {
                 Ok(r) => r,
-                Err(e) => Err(crate::error::Error::Store(format!("fetch task failed: {e}"))),
+                Err(e) => Err(crate::error::Error::Internal(format!("fetch task failed: {e}"))),
             };
             match res {
                 Ok((base, datas)) => {

@@ -266,7 +266,7 @@ impl<W: Write + Send + 'static> SnapshotWriter<W> {
             Err(self
                 .shutdown()
                 .err()
-                .unwrap_or_else(|| Error::Store("writer stopped".into())))
+                .unwrap_or_else(|| Error::Internal("writer stopped".into())))
         }
     }
 
@@ -278,8 +278,8 @@ impl<W: Write + Send + 'static> SnapshotWriter<W> {
         match self.collector.take() {
             Some(c) => c
                 .join()
-                .unwrap_or_else(|_| Err(Error::Store("writer thread panicked".into()))),
-            None => Err(Error::Store("writer already finished".into())),
+                .unwrap_or_else(|_| Err(Error::Internal("writer thread panicked".into()))),
+            None => Err(Error::Internal("writer already finished".into())),
         }
     }
 
@@ -422,7 +422,7 @@ fn collect<W: Write>(rx: Receiver<Done>, mut sink: W) -> Collected<W> {
         }
     }
     if !pending.is_empty() {
-        return Err(Error::Store("writer lost a frame".into()));
+        return Err(Error::Internal("writer lost a frame".into()));
     }
     Ok((frames, sink))
 }

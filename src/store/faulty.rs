@@ -64,7 +64,11 @@ impl FaultyStore {
         }
         if hits(&f.fail) {
             self.injected.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::Store(format!("{key}: injected failure")));
+            return Err(Error::store(
+                crate::error::StoreErrorKind::Transient,
+                key,
+                "injected failure",
+            ));
         }
         let mut out = data.to_vec();
         for &at in &f.corrupt {

@@ -135,11 +135,11 @@ fn not_found_or(e: std::io::Error, p: &Path) -> Error {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Store(format!("local store task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("local store task failed: {e}")))?
 }
 
 fn read_at(f: &File, range: Range<u64>, what: &str) -> Result<Bytes> {
-    let len = usize::try_from(range.end - range.start).map_err(|_| Error::Store("range too large".into()))?;
+    let len = usize::try_from(range.end - range.start).map_err(|_| Error::Internal("range too large".into()))?;
     let mut buf = vec![0u8; len];
     let mut done = 0;
     while done < len {
@@ -289,7 +289,7 @@ impl Upload for LocalUpload {
         let f = self
             .file
             .clone()
-            .ok_or_else(|| Error::Store("upload already finished".into()))?;
+            .ok_or_else(|| Error::Internal("upload already finished".into()))?;
         let tmp = self.tmp.clone();
         blocking(move || (&*f).write_all(&data).ctx(|| tmp.display().to_string())).await
     }
@@ -298,7 +298,7 @@ impl Upload for LocalUpload {
         let f = self
             .file
             .take()
-            .ok_or_else(|| Error::Store("upload already finished".into()))?;
+            .ok_or_else(|| Error::Internal("upload already finished".into()))?;
         let (tmp, dest) = (self.tmp.clone(), self.dest.clone());
         blocking(move || {
             f.sync_all().ctx(|| tmp.display().to_string())?;

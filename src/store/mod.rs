@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreErrorKind};
 
 /// Suffix appended to a snapshot name to form its object key.
 pub const SNAPSHOT_SUFFIX: &str = ".tar.zst";
@@ -170,8 +170,11 @@ impl Store {
     }
 
     /// Run `op` under the retry policy: a deadline per attempt, backoff
-    /// between attempts, no retry for answers that cannot change (not found,
-    /// refused).
+    /// between attempts. Whether to try again is decided here, once, from
+    /// the kind of failure: timeouts, transient and throttled store errors
+    /// and local I/O errors are retried (throttling with a longer pause);
+    /// answers that cannot change (not found, denied, a replaced object, an
+    /// invalid answer, a refusal) are not.
     async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: Fn() -> Fut,
@@ -181,25 +184,38 @@ impl Store {
         let mut attempt = 1;
         let t0 = std::time::Instant::now();
         loop {
-            match self.deadline(what, op()).await {
+            let err = match self.deadline(what, op()).await {
                 Ok(v) => return Ok(v),
-                Err(
-                    e @ (Error::NotFound { .. } | Error::Usage(_) | Error::Unsupported { .. } | Error::Refused { .. }),
-                ) => return Err(e),
-                Err(Error::Timeout { .. }) if attempt >= self.policy.attempts => {
-                    return Err(Error::Timeout {
+                Err(e) => e,
+            };
+            let retry = match &err {
+                Error::Store { kind, .. } => kind.retryable(),
+                Error::Timeout { .. } | Error::Io { .. } => true,
+                _ => false,
+            };
+            if !retry {
+                return Err(err);
+            }
+            if attempt >= self.policy.attempts {
+                return Err(match err {
+                    Error::Timeout { .. } => Error::Timeout {
                         what: format!("{what} ({attempt} attempts)"),
                         secs: t0.elapsed().as_secs_f64(),
-                    })
-                }
-                Err(e) if attempt >= self.policy.attempts => return Err(e),
-                Err(e) => {
-                    tracing::debug!("{what}: attempt {attempt} failed: {e}; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                    attempt += 1;
-                }
+                    },
+                    e => e,
+                });
             }
+            tracing::debug!("{what}: attempt {attempt} failed: {err}; retrying");
+            let throttled = matches!(
+                err,
+                Error::Store {
+                    kind: StoreErrorKind::Throttled,
+                    ..
+                }
+            );
+            tokio::time::sleep(if throttled { pause * 4 } else { pause }).await;
+            pause *= 2;
+            attempt += 1;
         }
     }
 
@@ -238,7 +254,11 @@ impl Store {
             let b = self.inner.get_range(key, range.clone()).await?;
             self.count(b.len());
             if b.len() as u64 != want {
-                return Err(Error::Store(format!("{key}: short read ({} of {want} bytes)", b.len())));
+                return Err(Error::store(
+                    StoreErrorKind::Transient,
+                    key,
+                    format!("short read ({} of {want} bytes)", b.len()),
+                ));
             }
             Ok(b)
         })

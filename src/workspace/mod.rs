@@ -110,7 +110,7 @@ impl Workspace {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let p = dir.join(RECORD);
         let tmp = dir.join(format!(".{RECORD}.tmp-{}", std::process::id()));
-        let data = serde_json::to_vec_pretty(self).map_err(|e| Error::Store(e.to_string()))?;
+        let data = serde_json::to_vec_pretty(self).map_err(|e| Error::Internal(e.to_string()))?;
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
