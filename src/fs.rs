@@ -360,7 +360,7 @@ mod tests {
             w.add(s, None)
         });
         let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
-        let fetcher = Fetcher::new(chain.layers(&store), FetchConfig::default()).expect("fetcher");
+        let fetcher = Fetcher::new(chain.layers(), FetchConfig::default()).expect("fetcher");
         let tree = chain.tree().expect("tree");
         Fs::new(tree, fetcher, Duration::from_secs(5), 1 << 20)
     }

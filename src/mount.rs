@@ -155,13 +155,12 @@ pub fn mount(
     }
     let t0 = std::time::Instant::now();
     let chain = rt.block_on(Chain::open(store, name))?;
-    mount_chain(rt, store, chain, mnt, opts, t0)
+    mount_chain(rt, chain, mnt, opts, t0)
 }
 
 /// [`mount`] of a chain already opened (at `t0`).
 pub fn mount_chain(
     rt: &tokio::runtime::Handle,
-    store: &Store,
     chain: Chain,
     mnt: &Path,
     opts: MountOptions,
@@ -170,7 +169,7 @@ pub fn mount_chain(
     let name = chain.top().name.clone();
     let name = name.as_str();
     crate::sys::return_large_allocations();
-    let fetcher = Fetcher::new(chain.layers(store), opts.fetch.clone())?;
+    let fetcher = Fetcher::new(chain.layers(), opts.fetch.clone())?;
     let t_index = t0.elapsed();
     let tree = chain.tree()?;
     let t_tree = t0.elapsed();

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::footer::{Footer, FOOTER_LEN, SKIPPABLE_HEADER};
 use crate::format::limits;
 use crate::format::{Digest, Index};
-use crate::store::{snapshot_key, Store};
+use crate::store::{snapshot_key, ObjectHandle, Priority, Store};
 
 /// Bytes read from the tail on open: the footer plus, usually, the index
 /// (a 20k-file tree has a ~600 KiB index, mostly its 16-byte content digests).
@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub name: String,
     /// Object key.
     pub key: String,
+    /// The object, opened: every read of this snapshot goes through it.
+    pub object: ObjectHandle,
     /// Object size.
     pub size: u64,
     /// The footer.
@@ -38,10 +40,11 @@ impl Snapshot {
     pub async fn open(store: &Store, name: &str) -> Result<Snapshot> {
         let key = snapshot_key(name)?;
         let what = format!("snapshot {name}");
-        let (tail, size) = store.get_suffix(&key, SUFFIX_READ).await.map_err(|e| match e {
+        let (object, tail) = store.open_object(&key, SUFFIX_READ).await.map_err(|e| match e {
             Error::NotFound { .. } => Error::not_found(format!("snapshot {name} in {}", store.describe())),
             e => e,
         })?;
+        let size = object.size();
         if tail.len() < FOOTER_LEN {
             return Err(Error::corrupt(&what, "shorter than a footer (truncated?)"));
         }
@@ -65,7 +68,7 @@ impl Snapshot {
             tail.slice(s..tail.len() - FOOTER_LEN)
         } else {
             let end = footer.index_offset + footer.index_len;
-            store.get_range(&key, footer.index_offset..end).await?
+            object.get_range(footer.index_offset..end, Priority::Foreground).await?
         };
         let payload = footer.index_payload(&frame, &what)?;
         let raw = decompress_index(payload, footer.index_raw_len)
@@ -92,6 +95,7 @@ impl Snapshot {
         Ok(Snapshot {
             name: name.to_string(),
             key,
+            object,
             size,
             footer,
             index: Arc::new(index),
@@ -177,12 +181,11 @@ impl Chain {
     }
 
     /// The fetcher layers of the chain, in the same order.
-    pub fn layers(&self, store: &Store) -> Vec<crate::fetch::fetcher::Layer> {
+    pub fn layers(&self) -> Vec<crate::fetch::fetcher::Layer> {
         self.snapshots
             .iter()
             .map(|s| crate::fetch::fetcher::Layer {
-                store: store.clone(),
-                key: s.key.clone(),
+                object: s.object.clone(),
                 name: s.name.clone(),
                 frames: Arc::new(s.index.frames.clone()),
             })

@@ -315,7 +315,7 @@ fn faults_fail_only_the_reads_that_touch_them() {
     // Faults gone: the daemon kept serving and the file now reads correctly.
     fm.faulty.set(Faults::default());
     assert!(std::fs::read(mnt.join(victim)).expect("healed") == std::fs::read(src.join(victim)).expect("src"));
-    assert!(fm.faulty.injected.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(fm.faulty.injected() > 0);
     let stats = fm.handle.as_ref().expect("handle").stats();
     assert!(stats.errors >= 3, "{stats:?}");
 }

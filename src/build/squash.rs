@@ -20,7 +20,7 @@ use crate::store::Store;
 pub fn squash(rt: &Handle, store: &Store, name: &str, new: &str, opts: WriterOptions) -> Result<Written> {
     let chain = rt.block_on(Chain::open(store, name))?;
     let tree = chain.tree()?;
-    let fetcher = Fetcher::new(chain.layers(store), FetchConfig::default())?;
+    let fetcher = Fetcher::new(chain.layers(), FetchConfig::default())?;
     let total: u64 = tree
         .names()
         .filter(|(_, e, same_as)| e.kind.has_data() && same_as.is_none())

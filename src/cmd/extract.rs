@@ -90,8 +90,7 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
     let done = if chain.snapshots.len() == 1 {
         // A full snapshot: stream every frame in order, in parallel.
         let rx = stream_frames(
-            store.clone(),
-            snap.key.clone(),
+            snap.object.clone(),
             Arc::new(index.frames.clone()),
             PARALLEL,
             snap.name.clone(),
@@ -102,7 +101,7 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
         };
         ex.run(&index, &mut frames)
     } else {
-        Fetcher::new(chain.layers(store), FetchConfig::default()).and_then(|f| ex.run_view(rt, &tree, &f, &pb))
+        Fetcher::new(chain.layers(), FetchConfig::default()).and_then(|f| ex.run_view(rt, &tree, &f, &pb))
     };
     let res = done.and_then(|()| {
         sys::rename_noreplace(&tmp, dest).map_err(|e| {

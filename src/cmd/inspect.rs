@@ -213,7 +213,7 @@ pub fn cat(rt: &Handle, store: &Store, name: &str, file: &str, out: &mut dyn Wri
     for run in coalesce(frames, fetch::frame_range(frames, range.clone()), MAX_REQUEST) {
         tracing::debug!("{}: frames {}..{} of {}", path::display(&p), run.start, run.end, s.name);
         let base = run.start;
-        let datas = rt.block_on(fetch::fetch_run(store, &s.key, frames, run, &what))?;
+        let datas = rt.block_on(fetch::fetch_run(&s.object, frames, run, &what))?;
         for (k, data) in datas.iter().enumerate() {
             let mut piece = Vec::new();
             fetch::append_overlap(&mut piece, &frames[base + k], data, &range);

@@ -470,7 +470,7 @@ fn serve(
     let workspace = layout.as_ref().map(|(_, u)| u.as_path());
     let (chain, new_workspace) = open_for(rt, &store, &store_uri, name, workspace, placement.discard_changes)?;
     let below = chain.top().name.clone();
-    let handle = mount_chain(rt.handle(), &store, chain, &fuse_at, opts, t0)?;
+    let handle = mount_chain(rt.handle(), chain, &fuse_at, opts, t0)?;
     if let Some((lower, upper)) = &layout {
         let overlaid = overlay_mount(lower, upper, &mnt, allow_setuid).and_then(|()| match &new_workspace {
             Some(ws) => {

@@ -42,13 +42,7 @@ pub fn verify(rt: &Handle, store: &Store, name: &str) -> Result<VerifyReport> {
     let index = snap.index.clone();
     let what = format!("snapshot {name}");
     let _guard = rt.enter();
-    let rx = stream_frames(
-        store.clone(),
-        snap.key.clone(),
-        Arc::new(index.frames.clone()),
-        4,
-        what.clone(),
-    );
+    let rx = stream_frames(snap.object.clone(), Arc::new(index.frames.clone()), 4, what.clone());
     let pb = progress::bytes(Some(index.tar_size), "verify");
     let reader = StreamReader::new(rx).with_progress(pb.clone());
     let mut ar = TarReader::new(reader, what.clone());

@@ -24,15 +24,13 @@ use super::cache::{DiskCache, MemCache};
 use super::{check_frame, coalesce, decode_checked, frame_range};
 use crate::error::{Error, Result};
 use crate::format::Frame;
-use crate::store::Store;
+use crate::store::ObjectHandle;
 
 /// A snapshot object whose frames the fetcher can read.
 #[derive(Clone)]
 pub struct Layer {
-    /// Where it lives.
-    pub store: Store,
-    /// Object key.
-    pub key: String,
+    /// The object, opened.
+    pub object: ObjectHandle,
     /// Snapshot name (for messages).
     pub name: String,
     /// Its frame table.
@@ -247,7 +245,7 @@ impl Fetcher {
         };
         let mut seen: Vec<*const crate::store::StoreStats> = Vec::new();
         for l in &self.layers {
-            let st = l.store.stats();
+            let st = l.object.stats();
             let p = Arc::as_ptr(st);
             if !seen.contains(&p) {
                 seen.push(p);
@@ -460,7 +458,11 @@ impl Fetcher {
             }
         }
         let permit = self.slots.acquire().await;
-        let raw = super::fetch_raw(&l.store, &l.key, &l.frames, run.clone()).await;
+        let store_prio = match prio {
+            Priority::Foreground => crate::store::Priority::Foreground,
+            Priority::Background => crate::store::Priority::Prefetch,
+        };
+        let raw = super::fetch_raw(&l.object, &l.frames, run.clone(), store_prio).await;
         drop(permit);
         drop(bg_permit);
         let raw = match raw {
@@ -712,6 +714,7 @@ mod tests {
     use crate::format::writer::SnapshotWriter;
     use crate::format::{Entry, Kind};
     use crate::snapshot::Chain;
+    use crate::store::Store;
 
     /// A snapshot of one `len`-byte file in 64 KiB frames, and its bytes
     /// (`random`: incompressible, else about 3:1).
@@ -757,7 +760,7 @@ mod tests {
             max_request: 256 << 10,
             ..FetchConfig::default()
         };
-        let fetcher = Fetcher::new(chain.layers(&store), config).expect("fetcher");
+        let fetcher = Fetcher::new(chain.layers(), config).expect("fetcher");
         let e = &chain.top().index.entries[chain.top().index.find(b"f").expect("f")];
         let read_all = |f: &Arc<Fetcher>| {
             let mut out = Vec::new();
@@ -808,7 +811,7 @@ mod tests {
             max_request: 64 << 10,
             ..FetchConfig::default()
         };
-        let fetcher = Fetcher::new(chain.layers(&store), config).expect("fetcher");
+        let fetcher = Fetcher::new(chain.layers(), config).expect("fetcher");
         {
             let _g = rt.enter();
             fetcher.fetch_background(0, 0..n);
@@ -836,7 +839,7 @@ mod tests {
         // A slow store, so every reader joins the same fetch of the frame.
         let store = slow_store(dir.path(), 100);
         let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
-        let fetcher = Fetcher::new(chain.layers(&store), FetchConfig::default()).expect("fetcher");
+        let fetcher = Fetcher::new(chain.layers(), FetchConfig::default()).expect("fetcher");
         let e = &chain.top().index.entries[chain.top().index.find(b"f").expect("f")];
         let frames = &chain.top().index.frames;
         // Frame 3 of the file: reads of its first byte, its start, its middle,

@@ -18,7 +18,7 @@ use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
 
 use crate::error::{Error, Result};
 use crate::format::{self, Frame};
-use crate::store::Store;
+use crate::store::{ObjectHandle, Priority};
 
 /// Largest coalesced ranged read (S3 likes 8-16 MiB requests).
 pub const MAX_REQUEST: u64 = 8 << 20;
@@ -158,25 +158,20 @@ pub fn coalesce(frames: &[Frame], range: Range<usize>, max: u64) -> Vec<Range<us
 }
 
 /// Fetch, check and decompress one run of adjacent frames with one read.
-pub async fn fetch_run(
-    store: &Store,
-    key: &str,
-    frames: &[Frame],
-    run: Range<usize>,
-    what: &str,
-) -> Result<Vec<Bytes>> {
-    let raw = fetch_raw(store, key, frames, run.clone()).await?;
+pub async fn fetch_run(object: &ObjectHandle, frames: &[Frame], run: Range<usize>, what: &str) -> Result<Vec<Bytes>> {
+    let raw = fetch_raw(object, frames, run.clone(), Priority::Foreground).await?;
     decode_run(raw, frames, run, what).await.into_iter().collect()
 }
 
-/// The compressed bytes of a run of adjacent frames, in one ranged read.
-pub async fn fetch_raw(store: &Store, key: &str, frames: &[Frame], run: Range<usize>) -> Result<Bytes> {
+/// The compressed bytes of a run of adjacent frames, in one ranged read
+/// for a reader of priority `prio`.
+pub async fn fetch_raw(object: &ObjectHandle, frames: &[Frame], run: Range<usize>, prio: Priority) -> Result<Bytes> {
     if run.is_empty() {
         return Ok(Bytes::new());
     }
     let first = frames[run.start];
     let last = frames[run.end - 1];
-    store.get_range(key, first.c_off..last.c_off + last.c_len).await
+    object.get_range(first.c_off..last.c_off + last.c_len, prio).await
 }
 
 /// Check and decompress each frame of a fetched run (on a blocking thread);

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::{coalesce, fetch_run, MAX_REQUEST};
 use crate::error::Result;
 use crate::format::Frame;
-use crate::store::Store;
+use crate::store::ObjectHandle;
 
 /// One decompressed frame and its position in the tar stream.
 #[derive(Debug, Clone)]
@@ -27,8 +27,7 @@ pub struct FrameData {
 
 /// Stream frames `frames[range]` in order. Must be called within a tokio runtime.
 pub fn stream_frames(
-    store: Store,
-    key: String,
+    object: ObjectHandle,
     frames: Arc<Vec<Frame>>,
     parallel: usize,
     what: String,
@@ -41,10 +40,10 @@ pub fn stream_frames(
         loop {
             while inflight.len() < parallel.max(1) {
                 let Some(run) = queue.next() else { break };
-                let (store, key, frames, what) = (store.clone(), key.clone(), frames.clone(), what.clone());
+                let (object, frames, what) = (object.clone(), frames.clone(), what.clone());
                 let base = run.start;
                 inflight.push_back(tokio::spawn(async move {
-                    fetch_run(&store, &key, &frames, run, &what).await.map(|v| (base, v))
+                    fetch_run(&object, &frames, run, &what).await.map(|v| (base, v))
                 }));
             }
             let Some(task) = inflight.pop_front() else { break };

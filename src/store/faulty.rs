@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{ObjectStore, Upload};
-use crate::error::{Error, Result};
+use super::{ObjectBucket, ObjectId, ObjectReader, ObjectSource, ObjectStore, Priority, Upload};
+use crate::error::{Error, Result, StoreErrorKind};
 
 /// What to do to reads.
 #[derive(Debug, Clone, Default)]
@@ -35,9 +35,13 @@ pub struct Faults {
 /// See the module docs.
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
+    state: Arc<Shared>,
+}
+
+/// The faults and counter, shared with every handle the store opened.
+struct Shared {
     faults: Mutex<Faults>,
-    /// Reads that had a fault applied.
-    pub injected: AtomicU64,
+    injected: AtomicU64,
 }
 
 impl FaultyStore {
@@ -45,16 +49,25 @@ impl FaultyStore {
     pub fn new(inner: Arc<dyn ObjectStore>, faults: Faults) -> FaultyStore {
         FaultyStore {
             inner,
-            faults: Mutex::new(faults),
-            injected: AtomicU64::new(0),
+            state: Arc::new(Shared {
+                faults: Mutex::new(faults),
+                injected: AtomicU64::new(0),
+            }),
         }
     }
 
     /// Replace the faults.
     pub fn set(&self, faults: Faults) {
-        *self.faults.lock() = faults;
+        *self.state.faults.lock() = faults;
     }
 
+    /// Reads that had a fault applied.
+    pub fn injected(&self) -> u64 {
+        self.state.injected.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared {
     async fn apply(&self, key: &str, range: Range<u64>, data: Bytes) -> Result<Bytes> {
         let f = self.faults.lock().clone();
         let hits = |rs: &[Range<u64>]| rs.iter().any(|r| r.start < range.end && range.start < r.end);
@@ -64,11 +77,7 @@ impl FaultyStore {
         }
         if hits(&f.fail) {
             self.injected.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::store(
-                crate::error::StoreErrorKind::Transient,
-                key,
-                "injected failure",
-            ));
+            return Err(Error::store(StoreErrorKind::Transient, key, "injected failure"));
         }
         let mut out = data.to_vec();
         for &at in &f.corrupt {
@@ -85,23 +94,47 @@ impl FaultyStore {
     }
 }
 
+/// A handle whose reads get the store's faults.
+struct FaultyReader {
+    key: String,
+    inner: Arc<dyn ObjectReader>,
+    state: Arc<Shared>,
+}
+
 #[async_trait]
-impl ObjectStore for FaultyStore {
+impl ObjectReader for FaultyReader {
+    fn id(&self) -> &ObjectId {
+        self.inner.id()
+    }
+
+    async fn get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes> {
+        let data = self.inner.get_range(range.clone(), prio).await?;
+        self.state.apply(&self.key, range, data).await
+    }
+}
+
+#[async_trait]
+impl ObjectSource for FaultyStore {
     fn describe(&self) -> String {
         format!("faulty({})", self.inner.describe())
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let data = self.inner.get_range(key, range.clone()).await?;
-        self.apply(key, range, data).await
-    }
-
-    async fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64)> {
-        let (data, size) = self.inner.get_suffix(key, len).await?;
+    async fn open(&self, key: &str, tail: u64) -> Result<(Arc<dyn ObjectReader>, Bytes)> {
+        let (reader, data) = self.inner.open(key, tail).await?;
+        let size = reader.id().size;
         let start = size - data.len() as u64;
-        Ok((self.apply(key, start..size, data).await?, size))
+        let data = self.state.apply(key, start..size, data).await?;
+        let faulty = FaultyReader {
+            key: key.to_string(),
+            inner: reader,
+            state: self.state.clone(),
+        };
+        Ok((Arc::new(faulty), data))
     }
+}
 
+#[async_trait]
+impl ObjectBucket for FaultyStore {
     async fn size(&self, key: &str) -> Result<u64> {
         self.inner.size(key).await
     }

@@ -19,18 +19,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use parking_lot::Mutex;
 
-use super::{ObjectStore, Upload};
+use super::{ObjectBucket, ObjectId, ObjectReader, ObjectSource, Priority, Upload};
 use crate::error::{Error, IoContext, Result};
-
-/// Open files kept for ranged reads.
-const OPEN_FILES: usize = 64;
 
 /// A directory of objects.
 pub struct LocalStore {
     root: PathBuf,
-    open: Mutex<Vec<(String, Arc<File>)>>,
 }
 
 impl LocalStore {
@@ -53,28 +48,11 @@ impl LocalStore {
                 Err(e) => return Err(Error::io(format!("store {}", root.display()), e)),
             }
         }
-        Ok(LocalStore {
-            root,
-            open: Mutex::new(Vec::new()),
-        })
+        Ok(LocalStore { root })
     }
 
     fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
-    }
-
-    async fn file(&self, key: &str) -> Result<Arc<File>> {
-        if let Some((_, f)) = self.open.lock().iter().find(|(k, _)| k == key) {
-            return Ok(f.clone());
-        }
-        let p = self.path(key);
-        let f = Arc::new(blocking(move || open_object(&p)).await?);
-        let mut open = self.open.lock();
-        if open.len() >= OPEN_FILES {
-            open.remove(0);
-        }
-        open.push((key.to_string(), f.clone()));
-        Ok(f)
     }
 }
 
@@ -154,29 +132,52 @@ fn read_at(f: &File, range: Range<u64>, what: &str) -> Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
+/// A handle on one local object: the file opened once, so a rename over
+/// its name later never mixes two objects into one read.
+struct LocalReader {
+    file: Arc<File>,
+    what: String,
+    id: ObjectId,
+}
+
 #[async_trait]
-impl ObjectStore for LocalStore {
+impl ObjectReader for LocalReader {
+    fn id(&self) -> &ObjectId {
+        &self.id
+    }
+
+    async fn get_range(&self, range: Range<u64>, _prio: Priority) -> Result<Bytes> {
+        let (f, what) = (self.file.clone(), self.what.clone());
+        blocking(move || read_at(&f, range, &what)).await
+    }
+}
+
+#[async_trait]
+impl ObjectSource for LocalStore {
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let f = self.file(key).await?;
-        let what = self.path(key).display().to_string();
-        blocking(move || read_at(&f, range, &what)).await
-    }
-
-    async fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64)> {
-        let f = self.file(key).await?;
-        let what = self.path(key).display().to_string();
+    async fn open(&self, key: &str, tail: u64) -> Result<(Arc<dyn ObjectReader>, Bytes)> {
+        let p = self.path(key);
         blocking(move || {
+            let f = open_object(&p)?;
+            let what = p.display().to_string();
             let size = f.metadata().ctx(|| what.clone())?.len();
-            let start = size.saturating_sub(len);
-            Ok((read_at(&f, start..size, &what)?, size))
+            let bytes = read_at(&f, size.saturating_sub(tail)..size, &what)?;
+            let reader = LocalReader {
+                file: Arc::new(f),
+                what,
+                id: ObjectId { size, etag: None },
+            };
+            Ok((Arc::new(reader) as Arc<dyn ObjectReader>, bytes))
         })
         .await
     }
+}
 
+#[async_trait]
+impl ObjectBucket for LocalStore {
     async fn size(&self, key: &str) -> Result<u64> {
         let p = self.path(key);
         blocking(move || object_size(&p)).await
@@ -228,7 +229,6 @@ impl ObjectStore for LocalStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let p = self.path(key);
-        self.open.lock().retain(|(k, _)| k != key);
         blocking(move || std::fs::remove_file(&p).map_err(|e| not_found_or(e, &p))).await
     }
 }

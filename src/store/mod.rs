@@ -1,10 +1,19 @@
 //! Object stores: where snapshot objects live.
 //!
-//! [`ObjectStore`] is the small async interface every backend implements:
-//! ranged reads, suffix reads, size, atomic uploads, list, delete. [`Store`]
-//! wraps a backend with what every caller needs regardless of backend: name
-//! validation, the `NAME -> NAME.tar.zst` key mapping and byte/request
-//! counters. Remote backends (S3, presigned HTTPS) plug in behind the same trait.
+//! Reading and writing are separate capabilities. An [`ObjectSource`]
+//! opens objects by key: one request returns an [`ObjectReader`] (a handle
+//! on that one object, holding its identity: size and, remotely, ETag) and
+//! the object's tail, where a snapshot keeps its footer and index. Every
+//! later ranged read goes through the handle, carrying the reader's
+//! [`Priority`], so a remote backend can check each answer against the
+//! object it opened and schedule by urgency. An [`ObjectBucket`] lists,
+//! sizes, uploads and deletes; a credential-free source (a presigned URL)
+//! has none of that to stub out.
+//!
+//! [`Store`] wraps a source (and a bucket, where there is one) with what
+//! every caller needs whatever the backend: name validation, the
+//! `NAME -> NAME.tar.zst` key mapping, byte/request counters, and the one
+//! retry layer, which decides from an error's kind alone.
 
 pub mod faulty;
 pub mod local;
@@ -23,16 +32,49 @@ use crate::error::{Error, Result, StoreErrorKind};
 /// Suffix appended to a snapshot name to form its object key.
 pub const SNAPSHOT_SUFFIX: &str = ".tar.zst";
 
-/// A backend that holds objects by key.
+/// Who is waiting for a read; the store layer may schedule by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// A reader is blocked on it.
+    Foreground,
+    /// Readahead and prefetch: wanted soon.
+    Prefetch,
+    /// Hydration: wanted eventually.
+    Background,
+}
+
+/// What one version of an object is: a read against a handle must be
+/// answered from exactly this version, never a mix of two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectId {
+    /// Size in bytes.
+    pub size: u64,
+    /// Entity tag, where the backend has one (S3, HTTP).
+    pub etag: Option<String>,
+}
+
+/// A handle on one object, opened once (per snapshot layer).
 #[async_trait]
-pub trait ObjectStore: Send + Sync + 'static {
+pub trait ObjectReader: Send + Sync + 'static {
+    /// The object's identity, as opened.
+    fn id(&self) -> &ObjectId;
+    /// Bytes `range` of the object; exactly that many or an error.
+    async fn get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes>;
+}
+
+/// Opens objects by key: the read capability.
+#[async_trait]
+pub trait ObjectSource: Send + Sync + 'static {
     /// A printable description of the store (never includes secrets).
     fn describe(&self) -> String;
-    /// Bytes `range` of object `key`; exactly that many bytes or an error.
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
-    /// The last `len` bytes of `key` (fewer if the object is shorter) and the
-    /// object's total size.
-    async fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64)>;
+    /// Open object `key`: a handle on it and its last `tail` bytes (fewer
+    /// if it is shorter), in one request.
+    async fn open(&self, key: &str, tail: u64) -> Result<(Arc<dyn ObjectReader>, Bytes)>;
+}
+
+/// Lists, sizes, uploads and deletes objects: the write capability.
+#[async_trait]
+pub trait ObjectBucket: Send + Sync + 'static {
     /// Size of object `key`.
     async fn size(&self, key: &str) -> Result<u64>;
     /// Start an upload to `key`; nothing is visible under `key` until commit.
@@ -42,6 +84,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Remove `key`.
     async fn delete(&self, key: &str) -> Result<()>;
 }
+
+/// A backend with both capabilities (a local directory, a bucket).
+pub trait ObjectStore: ObjectSource + ObjectBucket {}
+
+impl<T: ObjectSource + ObjectBucket> ObjectStore for T {}
 
 /// An upload in progress.
 #[async_trait]
@@ -65,6 +112,11 @@ pub struct StoreStats {
 }
 
 impl StoreStats {
+    fn count(&self, n: usize) {
+        self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// `{"bytes_fetched":N,"requests":M}`.
     pub fn json(&self) -> String {
         format!(
@@ -132,16 +184,28 @@ impl Default for RetryPolicy {
 /// A backend plus counters and the retry policy; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<dyn ObjectStore>,
+    source: Arc<dyn ObjectSource>,
+    bucket: Option<Arc<dyn ObjectBucket>>,
     stats: Arc<StoreStats>,
     policy: RetryPolicy,
 }
 
 impl Store {
-    /// Wrap a backend.
+    /// Wrap a backend with both capabilities.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Store {
         Store {
-            inner,
+            source: inner.clone(),
+            bucket: Some(inner),
+            stats: Arc::new(StoreStats::default()),
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    /// Wrap a source that can only be read (no list, upload or delete).
+    pub fn read_only(source: Arc<dyn ObjectSource>) -> Store {
+        Store {
+            source,
+            bucket: None,
             stats: Arc::new(StoreStats::default()),
             policy: RetryPolicy::default(),
         }
@@ -158,65 +222,18 @@ impl Store {
         self.policy
     }
 
-    /// Run `fut` once under the policy's deadline.
-    async fn deadline<T>(&self, what: &str, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        match tokio::time::timeout(self.policy.timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout {
-                what: what.to_string(),
-                secs: self.policy.timeout.as_secs_f64(),
-            }),
-        }
+    fn bucket(&self) -> Result<&Arc<dyn ObjectBucket>> {
+        self.bucket.as_ref().ok_or_else(|| {
+            Error::Usage(format!(
+                "{} can only be read (no listing, upload or delete)",
+                self.describe()
+            ))
+        })
     }
 
-    /// Run `op` under the retry policy: a deadline per attempt, backoff
-    /// between attempts. Whether to try again is decided here, once, from
-    /// the kind of failure: timeouts, transient and throttled store errors
-    /// and local I/O errors are retried (throttling with a longer pause);
-    /// answers that cannot change (not found, denied, a replaced object, an
-    /// invalid answer, a refusal) are not.
-    async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
-        let mut pause = self.policy.backoff;
-        let mut attempt = 1;
-        let t0 = std::time::Instant::now();
-        loop {
-            let err = match self.deadline(what, op()).await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            let retry = match &err {
-                Error::Store { kind, .. } => kind.retryable(),
-                Error::Timeout { .. } | Error::Io { .. } => true,
-                _ => false,
-            };
-            if !retry {
-                return Err(err);
-            }
-            if attempt >= self.policy.attempts {
-                return Err(match err {
-                    Error::Timeout { .. } => Error::Timeout {
-                        what: format!("{what} ({attempt} attempts)"),
-                        secs: t0.elapsed().as_secs_f64(),
-                    },
-                    e => e,
-                });
-            }
-            tracing::debug!("{what}: attempt {attempt} failed: {err}; retrying");
-            let throttled = matches!(
-                err,
-                Error::Store {
-                    kind: StoreErrorKind::Throttled,
-                    ..
-                }
-            );
-            tokio::time::sleep(if throttled { pause * 4 } else { pause }).await;
-            pause *= 2;
-            attempt += 1;
-        }
+    /// Run `fut` once under the policy's deadline.
+    async fn deadline<T>(&self, what: &str, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        deadline(self.policy, what, fut).await
     }
 
     /// Open an existing store for reading: `file:///DIR` or a plain path.
@@ -238,57 +255,42 @@ impl Store {
 
     /// Description of the backend.
     pub fn describe(&self) -> String {
-        self.inner.describe()
+        self.source.describe()
     }
 
-    fn count(&self, n: usize) {
-        self.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// See [`ObjectStore::get_range`]; retried, and a short answer is an error.
-    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let want = range.end - range.start;
-        let what = format!("{key} bytes {}-{}", range.start, range.end);
-        self.retry(&what, || async {
-            let b = self.inner.get_range(key, range.clone()).await?;
-            self.count(b.len());
-            if b.len() as u64 != want {
-                return Err(Error::store(
-                    StoreErrorKind::Transient,
-                    key,
-                    format!("short read ({} of {want} bytes)", b.len()),
-                ));
-            }
-            Ok(b)
-        })
-        .await
-    }
-
-    /// See [`ObjectStore::get_suffix`]; retried.
-    pub async fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64)> {
-        self.retry(key, || async {
-            let r = self.inner.get_suffix(key, len).await?;
-            self.count(r.0.len());
+    /// Open object `key`: a handle for every later read, and its last
+    /// `tail` bytes (one request; retried).
+    pub async fn open_object(&self, key: &str, tail: u64) -> Result<(ObjectHandle, Bytes)> {
+        let (reader, bytes) = retry(self.policy, key, || async {
+            let r = self.source.open(key, tail).await?;
+            self.stats.count(r.1.len());
             Ok(r)
         })
-        .await
+        .await?;
+        let handle = ObjectHandle {
+            key: key.to_string(),
+            reader,
+            stats: self.stats.clone(),
+            policy: self.policy,
+        };
+        Ok((handle, bytes))
     }
 
-    /// See [`ObjectStore::size`]; retried.
+    /// Size of object `key`; retried.
     pub async fn size(&self, key: &str) -> Result<u64> {
-        self.retry(key, || async {
-            let r = self.inner.size(key).await;
-            self.count(0);
+        let bucket = self.bucket()?;
+        retry(self.policy, key, || async {
+            let r = bucket.size(key).await;
+            self.stats.count(0);
             r
         })
         .await
     }
 
-    /// See [`ObjectStore::create_upload`]; the upload's every call has the
+    /// See [`ObjectBucket::create_upload`]; the upload's every call has the
     /// policy's deadline.
     pub async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
-        let up = self.deadline(key, self.inner.create_upload(key)).await?;
+        let up = self.deadline(key, self.bucket()?.create_upload(key)).await?;
         Ok(Box::new(TimedUpload {
             up,
             key: key.to_string(),
@@ -299,8 +301,8 @@ impl Store {
     /// Snapshot names in the store under `prefix` (a name prefix).
     pub async fn list_snapshots(&self, prefix: &str) -> Result<Vec<String>> {
         let what = format!("listing {}", self.describe());
-        let mut names: Vec<String> = self
-            .retry(&what, || self.inner.list(prefix))
+        let bucket = self.bucket()?;
+        let mut names: Vec<String> = retry(self.policy, &what, || bucket.list(prefix))
             .await?
             .into_iter()
             .filter_map(|k| k.strip_suffix(SNAPSHOT_SUFFIX).map(str::to_string))
@@ -309,9 +311,131 @@ impl Store {
         Ok(names)
     }
 
-    /// See [`ObjectStore::delete`]; under the policy's deadline.
+    /// See [`ObjectBucket::delete`]; under the policy's deadline.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        self.deadline(key, self.inner.delete(key)).await
+        self.deadline(key, self.bucket()?.delete(key)).await
+    }
+}
+
+/// A handle on one opened object, with the store's counters and retry
+/// policy; cheap to clone.
+#[derive(Clone)]
+pub struct ObjectHandle {
+    key: String,
+    reader: Arc<dyn ObjectReader>,
+    stats: Arc<StoreStats>,
+    policy: RetryPolicy,
+}
+
+impl std::fmt::Debug for ObjectHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectHandle")
+            .field("key", &self.key)
+            .field("id", self.reader.id())
+            .finish()
+    }
+}
+
+impl ObjectHandle {
+    /// The object's key in its store.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The object's identity, as opened.
+    pub fn id(&self) -> &ObjectId {
+        self.reader.id()
+    }
+
+    /// The object's size.
+    pub fn size(&self) -> u64 {
+        self.reader.id().size
+    }
+
+    /// The counters of the store it was opened from.
+    pub fn stats(&self) -> &Arc<StoreStats> {
+        &self.stats
+    }
+
+    /// Bytes `range` of the object, for a reader of priority `prio`;
+    /// retried, and a short answer is an error.
+    pub async fn get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes> {
+        let want = range.end - range.start;
+        let what = format!("{} bytes {}-{}", self.key, range.start, range.end);
+        retry(self.policy, &what, || async {
+            let b = self.reader.get_range(range.clone(), prio).await?;
+            self.stats.count(b.len());
+            if b.len() as u64 != want {
+                return Err(Error::store(
+                    StoreErrorKind::Transient,
+                    &self.key,
+                    format!("short read ({} of {want} bytes)", b.len()),
+                ));
+            }
+            Ok(b)
+        })
+        .await
+    }
+}
+
+/// Run `fut` once under `policy`'s deadline.
+async fn deadline<T>(policy: RetryPolicy, what: &str, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(policy.timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout {
+            what: what.to_string(),
+            secs: policy.timeout.as_secs_f64(),
+        }),
+    }
+}
+
+/// Run `op` under `policy`: a deadline per attempt, backoff between
+/// attempts. Whether to try again is decided here, once, from the kind of
+/// failure: timeouts, transient and throttled store errors and local I/O
+/// errors are retried (throttling with a longer pause); answers that
+/// cannot change (not found, denied, a replaced object, an invalid answer,
+/// a refusal) are not.
+async fn retry<T, F, Fut>(policy: RetryPolicy, what: &str, op: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut pause = policy.backoff;
+    let mut attempt = 1;
+    let t0 = std::time::Instant::now();
+    loop {
+        let err = match deadline(policy, what, op()).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let again = match &err {
+            Error::Store { kind, .. } => kind.retryable(),
+            Error::Timeout { .. } | Error::Io { .. } => true,
+            _ => false,
+        };
+        if !again {
+            return Err(err);
+        }
+        if attempt >= policy.attempts {
+            return Err(match err {
+                Error::Timeout { .. } => Error::Timeout {
+                    what: format!("{what} ({attempt} attempts)"),
+                    secs: t0.elapsed().as_secs_f64(),
+                },
+                e => e,
+            });
+        }
+        tracing::debug!("{what}: attempt {attempt} failed: {err}; retrying");
+        let throttled = matches!(
+            err,
+            Error::Store {
+                kind: StoreErrorKind::Throttled,
+                ..
+            }
+        );
+        tokio::time::sleep(if throttled { pause * 4 } else { pause }).await;
+        pause *= 2;
+        attempt += 1;
     }
 }
 
@@ -441,6 +565,92 @@ mod tests {
         for bad in ["", "/abs", "a//b", "a/../b", "..", "a/.hidden", "a\nb", "a\\b", "x/"] {
             assert!(snapshot_key(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A source whose one object answers with scripted failures and
+    /// records the priorities it was asked at.
+    struct Scripted {
+        fail: parking_lot::Mutex<Vec<StoreErrorKind>>,
+        seen: Arc<parking_lot::Mutex<Vec<Priority>>>,
+    }
+
+    struct ScriptedReader {
+        id: ObjectId,
+        src: Arc<Scripted>,
+    }
+
+    #[async_trait]
+    impl ObjectReader for ScriptedReader {
+        fn id(&self) -> &ObjectId {
+            &self.id
+        }
+        async fn get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes> {
+            self.src.seen.lock().push(prio);
+            match self.src.fail.lock().pop() {
+                Some(kind) => Err(Error::store(kind, "obj", "scripted")),
+                None => Ok(Bytes::from(vec![0; (range.end - range.start) as usize])),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ObjectSource for Arc<Scripted> {
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+        async fn open(&self, _key: &str, _tail: u64) -> Result<(Arc<dyn ObjectReader>, Bytes)> {
+            let r = ScriptedReader {
+                id: ObjectId {
+                    size: 100,
+                    etag: Some("e1".into()),
+                },
+                src: self.clone(),
+            };
+            Ok((Arc::new(r), Bytes::new()))
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_follow_the_kind_and_priority_reaches_the_reader() {
+        let src = Arc::new(Scripted {
+            fail: parking_lot::Mutex::new(Vec::new()),
+            seen: Arc::new(parking_lot::Mutex::new(Vec::new())),
+        });
+        let policy = RetryPolicy {
+            attempts: 3,
+            timeout: Duration::from_secs(5),
+            backoff: Duration::from_millis(1),
+        };
+        let store = Store::read_only(Arc::new(src.clone())).with_policy(policy);
+        let (obj, _) = store.open_object("k", 10).await.expect("open");
+        assert_eq!(obj.id().etag.as_deref(), Some("e1"));
+        // Transient twice, then an answer: retried.
+        *src.fail.lock() = vec![StoreErrorKind::Transient, StoreErrorKind::Throttled];
+        obj.get_range(0..10, Priority::Prefetch).await.expect("retried");
+        assert_eq!(*src.seen.lock(), vec![Priority::Prefetch; 3]);
+        // Denied, a replaced object, an invalid answer: never retried.
+        for kind in [
+            StoreErrorKind::Denied,
+            StoreErrorKind::Precondition,
+            StoreErrorKind::Invalid,
+        ] {
+            src.seen.lock().clear();
+            *src.fail.lock() = vec![kind];
+            let e = obj.get_range(0..10, Priority::Foreground).await.expect_err("fails");
+            assert!(matches!(e, Error::Store { kind: k, .. } if k == kind), "{e}");
+            assert_eq!(src.seen.lock().len(), 1, "{kind:?} was retried");
+        }
+        assert_eq!(
+            Error::store(StoreErrorKind::Precondition, "o", "etag changed").errno(),
+            libc::ESTALE
+        );
+        // A read-only store has no listing, upload or delete to stub out.
+        let e = store.list_snapshots("").await.expect_err("read-only");
+        assert!(
+            matches!(e, Error::Usage(_)) && e.to_string().contains("can only be read"),
+            "{e}"
+        );
+        assert!(store.create_upload("k").await.is_err());
     }
 
     #[test]
