@@ -60,6 +60,16 @@ pub trait ObjectReader: Send + Sync + 'static {
     fn id(&self) -> &ObjectId;
     /// Bytes `range` of the object; exactly that many or an error.
     async fn get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes>;
+    /// When the access this handle reads with stops working (a presigned
+    /// URL's expiry), if it ever does.
+    fn expires(&self) -> Option<std::time::SystemTime> {
+        None
+    }
+    /// Get fresh access (a new presigned URL for the same object). `true`:
+    /// renewed, try again; `false`: this handle cannot renew.
+    async fn renew(&self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Opens objects by key: the read capability.
@@ -358,8 +368,22 @@ impl ObjectHandle {
     }
 
     /// Bytes `range` of the object, for a reader of priority `prio`;
-    /// retried, and a short answer is an error.
+    /// retried, and a short answer is an error. An access that expired or was refused is renewed once (where the
+    /// handle can renew) and the read tried again.
     pub async fn get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes> {
+        match self.try_get_range(range.clone(), prio).await {
+            Err(Error::Store {
+                kind: StoreErrorKind::Expired | StoreErrorKind::Denied,
+                ..
+            }) if self.reader.renew().await? => {
+                tracing::debug!("{}: access renewed; reading again", self.key);
+                self.try_get_range(range, prio).await
+            }
+            r => r,
+        }
+    }
+
+    async fn try_get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes> {
         let want = range.end - range.start;
         let what = format!("{} bytes {}-{}", self.key, range.start, range.end);
         retry(self.policy, &what, || async {
@@ -572,6 +596,7 @@ mod tests {
     struct Scripted {
         fail: parking_lot::Mutex<Vec<StoreErrorKind>>,
         seen: Arc<parking_lot::Mutex<Vec<Priority>>>,
+        renewals: AtomicU64,
     }
 
     struct ScriptedReader {
@@ -583,6 +608,10 @@ mod tests {
     impl ObjectReader for ScriptedReader {
         fn id(&self) -> &ObjectId {
             &self.id
+        }
+        async fn renew(&self) -> Result<bool> {
+            self.src.renewals.fetch_add(1, Ordering::Relaxed);
+            Ok(true)
         }
         async fn get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes> {
             self.src.seen.lock().push(prio);
@@ -615,6 +644,7 @@ mod tests {
         let src = Arc::new(Scripted {
             fail: parking_lot::Mutex::new(Vec::new()),
             seen: Arc::new(parking_lot::Mutex::new(Vec::new())),
+            renewals: AtomicU64::new(0),
         });
         let policy = RetryPolicy {
             attempts: 3,
@@ -628,12 +658,17 @@ mod tests {
         *src.fail.lock() = vec![StoreErrorKind::Transient, StoreErrorKind::Throttled];
         obj.get_range(0..10, Priority::Prefetch).await.expect("retried");
         assert_eq!(*src.seen.lock(), vec![Priority::Prefetch; 3]);
-        // Denied, a replaced object, an invalid answer: never retried.
-        for kind in [
-            StoreErrorKind::Denied,
-            StoreErrorKind::Precondition,
-            StoreErrorKind::Invalid,
-        ] {
+        // An expired URL: renewed once, then read.
+        src.seen.lock().clear();
+        *src.fail.lock() = vec![StoreErrorKind::Expired];
+        obj.get_range(0..10, Priority::Foreground).await.expect("renewed");
+        assert_eq!((src.seen.lock().len(), src.renewals.load(Ordering::Relaxed)), (2, 1));
+        // Still refused after renewal: an error, after one renewal.
+        *src.fail.lock() = vec![StoreErrorKind::Denied, StoreErrorKind::Denied];
+        assert!(obj.get_range(0..10, Priority::Foreground).await.is_err());
+        assert_eq!(src.renewals.load(Ordering::Relaxed), 2);
+        // A replaced object, an invalid answer: never retried.
+        for kind in [StoreErrorKind::Precondition, StoreErrorKind::Invalid] {
             src.seen.lock().clear();
             *src.fail.lock() = vec![kind];
             let e = obj.get_range(0..10, Priority::Foreground).await.expect_err("fails");
