@@ -23,6 +23,7 @@ pub mod fuse;
 pub mod layer;
 pub mod mount;
 pub mod progress;
+pub mod shaper;
 pub mod snapshot;
 pub mod store;
 pub mod sys;
