@@ -758,12 +758,36 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Log targets that may print secrets at debug or trace, clamped to info.
+const SECRET_BEARING_TARGETS: &[&str] = &[
+    "aws_sigv4=info",
+    "aws_smithy_runtime=info",
+    "aws_smithy_runtime_api=info",
+    "aws_smithy_http_client=info",
+    "aws_smithy_http=info",
+    "aws_sdk_s3=info",
+    "aws_config=info",
+    "aws_runtime=error",
+    "aws_credential_types=info",
+    "hyper=info",
+    "hyper_util=info",
+    "h2=info",
+    "rustls=info",
+];
+
 fn main() -> ExitCode {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // The AWS SDK and the HTTP stack log requests (URLs with their query
+    // strings, signing material) at debug and trace: never below info,
+    // whatever RUST_LOG asks for.
+    for clamp in SECRET_BEARING_TARGETS {
+        if let Ok(d) = clamp.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colours only on a terminal: a daemon's log file is plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -17,6 +17,7 @@
 
 pub mod faulty;
 pub mod local;
+pub mod s3;
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -249,12 +250,18 @@ impl Store {
     /// Open an existing store for reading: `file:///DIR` or a plain path.
     /// A missing store is an error naming it (nothing is created).
     pub fn open(uri: &str) -> Result<Store> {
+        if uri.starts_with("s3://") {
+            return Ok(Store::new(Arc::new(s3::S3Store::connect(uri)?)));
+        }
         Ok(Store::new(Arc::new(local::LocalStore::new(local_dir(uri)?, false)?)))
     }
 
     /// Open a store to write into, creating a local store's directory if
     /// it is missing.
     pub fn open_writable(uri: &str) -> Result<Store> {
+        if uri.starts_with("s3://") {
+            return Ok(Store::new(Arc::new(s3::S3Store::connect(uri)?)));
+        }
         Ok(Store::new(Arc::new(local::LocalStore::new(local_dir(uri)?, true)?)))
     }
 
@@ -524,7 +531,7 @@ fn local_dir(uri: &str) -> Result<PathBuf> {
     if let Some((scheme, _)) = uri.split_once("://") {
         return Err(Error::Unsupported {
             what: format!("store {scheme}://…"),
-            why: "this build supports local stores (file:///DIR or a path)".into(),
+            why: "stores are a path, file:///DIR or s3://BUCKET/PREFIX".into(),
         });
     }
     Ok(PathBuf::from(uri))
@@ -535,6 +542,10 @@ fn local_dir(uri: &str) -> Result<PathBuf> {
 /// symlinks resolved where the directory exists), so it means the same
 /// store from any working directory.
 pub fn absolute_uri(uri: &str) -> Result<String> {
+    if uri.starts_with("s3://") {
+        s3::parse_uri(uri)?;
+        return Ok(uri.to_string());
+    }
     let dir = local_dir(uri)?;
     let abs = std::path::absolute(&dir).map_err(|e| Error::io(format!("store {}", dir.display()), e))?;
     let abs = std::fs::canonicalize(&abs).unwrap_or(abs);

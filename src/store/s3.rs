@@ -1,0 +1,528 @@
+//! `s3://bucket/prefix`: snapshots in S3 or any S3-compatible server, with
+//! the standard AWS credential chain (environment, profile, web identity
+//! for IRSA / pod identity), `AWS_REGION`, `AWS_ENDPOINT_URL`, and
+//! path-style addressing on request (`LAZYSNAP_S3_PATH_STYLE=1`).
+//!
+//! The only file that touches aws-sdk-s3 types. Object `NAME.tar.zst` is key
+//! `prefix/NAME.tar.zst`. Opening an object is one suffix GET, which also
+//! gives its size (Content-Range) and ETag; every later ranged GET sends
+//! `If-Match` with that ETag and checks the ETag of the answer too (some
+//! servers ignore `If-Match`), so a replaced object is a precondition
+//! failure, never bytes of two objects. A 200 answer to a ranged GET is an
+//! invalid answer, not data. Failures are mapped to the store's error kinds
+//! here, once; the retry layer above decides from the kind.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+
+use super::{ObjectBucket, ObjectId, ObjectReader, ObjectSource, Priority, Upload};
+use crate::error::{Error, Result, StoreErrorKind};
+
+/// Smallest part of a multipart upload (S3's limit, but for the last part).
+const MIN_PART: usize = 8 << 20;
+
+/// A bucket and key prefix.
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+/// Split `s3://bucket/prefix` into bucket and prefix (`""` or ending `/`).
+pub fn parse_uri(uri: &str) -> Result<(String, String)> {
+    let rest = uri
+        .strip_prefix("s3://")
+        .ok_or_else(|| Error::Usage(format!("{uri}: not an s3:// URI")))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    if bucket.len() < 3 || bucket.len() > 63 || !bucket.chars().all(valid) {
+        return Err(Error::Usage(format!(
+            "bad store URI {uri:?}: s3://BUCKET[/PREFIX], a bucket name of 3-63 lowercase letters, digits, '-' or '.'"
+        )));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|c| c == ".." || c == ".") || prefix.contains("//") || prefix.chars().any(char::is_control)
+    {
+        return Err(Error::Usage(format!("bad store URI {uri:?}: bad prefix")));
+    }
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok((bucket.to_string(), prefix))
+}
+
+impl S3Store {
+    /// Connect to `s3://bucket/prefix` with the standard AWS configuration
+    /// (loaded on a helper thread, so it works inside and outside a runtime).
+    pub fn connect(uri: &str) -> Result<S3Store> {
+        let (bucket, prefix) = parse_uri(uri)?;
+        let path_style = std::env::var("LAZYSNAP_S3_PATH_STYLE").is_ok_and(|v| v == "1" || v == "true");
+        let conf = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                Ok::<_, std::io::Error>(rt.block_on(aws_config::load_defaults(aws_config::BehaviorVersion::latest())))
+            })
+            .join()
+        })
+        .map_err(|_| Error::Internal("loading the AWS configuration panicked".into()))?
+        .map_err(|e| Error::io("loading the AWS configuration", e))?;
+        let s3 = aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(path_style)
+            .build();
+        Ok(S3Store {
+            client: Client::from_conf(s3),
+            bucket,
+            prefix,
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+/// Map an SDK failure to the store's kinds. Messages name the object and
+/// the server's error code, never a URL, header or credential.
+fn store_error<E: ProvideErrorMetadata>(what: &str, e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let code = e.code().unwrap_or_default().to_string();
+    let why = match (&status, code.is_empty()) {
+        (Some(s), false) => format!("{code} (HTTP {s})"),
+        (Some(s), true) => format!("HTTP {s}"),
+        (None, _) => match e {
+            SdkError::TimeoutError(_) => "timed out".to_string(),
+            SdkError::DispatchFailure(_) => "could not reach the server".to_string(),
+            SdkError::ResponseError(_) => "unreadable answer".to_string(),
+            _ => "request failed".to_string(),
+        },
+    };
+    if status == Some(404) || code == "NoSuchKey" || code == "NotFound" {
+        return Error::not_found(what.to_string());
+    }
+    let kind = match (status, code.as_str()) {
+        (_, "ExpiredToken" | "TokenRefreshRequired" | "RequestExpired") => StoreErrorKind::Expired,
+        (Some(412), _) | (_, "PreconditionFailed") => StoreErrorKind::Precondition,
+        (Some(429), _) | (_, "SlowDown" | "Throttling" | "ThrottlingException") => StoreErrorKind::Throttled,
+        (Some(401 | 403), _) => StoreErrorKind::Denied,
+        (Some(s), _) if s >= 500 => StoreErrorKind::Transient,
+        (Some(_), _) => StoreErrorKind::Invalid,
+        (None, _) => match e {
+            SdkError::ConstructionFailure(_) => StoreErrorKind::Invalid,
+            _ => StoreErrorKind::Transient,
+        },
+    };
+    Error::store(kind, what, why)
+}
+
+/// `bytes a-b/total` -> (a, b + 1, total).
+fn content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    Some((a.parse().ok()?, b.parse::<u64>().ok()? + 1, total.parse().ok()?))
+}
+
+struct S3Reader {
+    client: Client,
+    bucket: String,
+    key: String,
+    id: ObjectId,
+}
+
+#[async_trait]
+impl ObjectReader for S3Reader {
+    fn id(&self) -> &ObjectId {
+        &self.id
+    }
+
+    async fn get_range(&self, range: Range<u64>, _prio: Priority) -> Result<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1));
+        if let Some(etag) = &self.id.etag {
+            req = req.if_match(etag);
+        }
+        let out = req.send().await.map_err(|e| store_error(&self.key, &e))?;
+        if out.e_tag() != self.id.etag.as_deref() {
+            return Err(Error::store(
+                StoreErrorKind::Precondition,
+                &self.key,
+                "the object changed since it was opened (ETag differs)",
+            ));
+        }
+        match out.content_range().and_then(content_range) {
+            Some((a, b, _)) if a == range.start && b == range.end => {}
+            _ => {
+                return Err(Error::store(
+                    StoreErrorKind::Invalid,
+                    &self.key,
+                    "the server did not answer the range asked for (a 200 to a ranged GET?)",
+                ))
+            }
+        }
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::store(StoreErrorKind::Transient, &self.key, format!("body cut short: {e}")))?;
+        Ok(body.into_bytes())
+    }
+}
+
+#[async_trait]
+impl ObjectSource for S3Store {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    async fn open(&self, key: &str, tail: u64) -> Result<(Arc<dyn ObjectReader>, Bytes)> {
+        let k = self.key(key);
+        let (body, size, etag) = match self.get_tail(&k, tail).await {
+            Ok(r) => r,
+            // Some servers (s3s-fs) fail a suffix longer than the object:
+            // learn its size, and read a small object whole.
+            Err(e @ Error::Store { .. }) => {
+                let head = self
+                    .client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(&k)
+                    .send()
+                    .await
+                    .map_err(|e| store_error(&k, &e))?;
+                let size = head.content_length().unwrap_or(0).max(0) as u64;
+                if size > tail || size == 0 {
+                    return Err(e);
+                }
+                let etag = head.e_tag().map(str::to_string);
+                let probe = S3Reader {
+                    client: self.client.clone(),
+                    bucket: self.bucket.clone(),
+                    key: k.clone(),
+                    id: ObjectId {
+                        size,
+                        etag: etag.clone(),
+                    },
+                };
+                (probe.get_range(0..size, Priority::Foreground).await?, size, etag)
+            }
+            Err(e) => return Err(e),
+        };
+        let reader = S3Reader {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: k,
+            id: ObjectId { size, etag },
+        };
+        Ok((Arc::new(reader), body))
+    }
+}
+
+impl S3Store {
+    /// One suffix GET: the last `tail` bytes, the object's size and ETag.
+    async fn get_tail(&self, k: &str, tail: u64) -> Result<(Bytes, u64, Option<String>)> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(k)
+            .range(format!("bytes=-{}", tail.max(1)))
+            .send()
+            .await
+            .map_err(|e| store_error(k, &e))?;
+        let etag = out.e_tag().map(str::to_string);
+        let range = out.content_range().and_then(content_range);
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::store(StoreErrorKind::Transient, k, format!("body cut short: {e}")))?
+            .into_bytes();
+        // A suffix longer than the object may be answered whole.
+        let size = match range {
+            Some((_, end, total)) if end == total => total,
+            Some(_) => {
+                return Err(Error::store(
+                    StoreErrorKind::Invalid,
+                    k,
+                    "a suffix read did not end at the end",
+                ))
+            }
+            None => body.len() as u64,
+        };
+        Ok((body, size, etag))
+    }
+}
+
+#[async_trait]
+impl ObjectBucket for S3Store {
+    async fn size(&self, key: &str) -> Result<u64> {
+        let k = self.key(key);
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&k)
+            .send()
+            .await
+            .map_err(|e| store_error(&k, &e))?;
+        Ok(out.content_length().unwrap_or(0).max(0) as u64)
+    }
+
+    async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        Ok(Box::new(S3Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: self.key(key),
+            upload_id: None,
+            parts: Vec::new(),
+            buf: Vec::new(),
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.key(prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| store_error(&self.describe(), &e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key().and_then(|k| k.strip_prefix(&self.prefix)) {
+                    out.push(k.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let k = self.key(key);
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&k)
+            .send()
+            .await
+            .map_err(|e| store_error(&k, &e))?;
+        Ok(())
+    }
+}
+
+/// A multipart upload, started at the first full part: a small object is
+/// one conditional PUT.
+struct S3Upload {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: Option<String>,
+    parts: Vec<CompletedPart>,
+    buf: Vec<u8>,
+}
+
+impl S3Upload {
+    async fn send_part(&mut self, data: Vec<u8>) -> Result<()> {
+        let id = match &self.upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let out = self
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&self.key)
+                    .send()
+                    .await
+                    .map_err(|e| store_error(&self.key, &e))?;
+                let id = out
+                    .upload_id()
+                    .ok_or_else(|| Error::store(StoreErrorKind::Invalid, &self.key, "no upload id"))?
+                    .to_string();
+                self.upload_id = Some(id.clone());
+                id
+            }
+        };
+        let n = self.parts.len() as i32 + 1;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| store_error(&self.key, &e))?;
+        self.parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build(),
+        );
+        Ok(())
+    }
+
+    async fn exists(&self) -> Result<bool> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match store_error(&self.key, &e) {
+                Error::NotFound { .. } => Ok(false),
+                e => Err(e),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Upload for S3Upload {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.buf.extend_from_slice(&data);
+        if self.buf.len() >= MIN_PART {
+            let part = std::mem::take(&mut self.buf);
+            self.send_part(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>, overwrite: bool) -> Result<()> {
+        let key = self.key.clone();
+        let exists = move || Error::Exists { what: key.clone() };
+        // The server may not honour If-None-Match: look first, too.
+        if !overwrite && self.exists().await? {
+            let _ = self.abort_upload().await;
+            return Err(exists());
+        }
+        let Some(id) = self.upload_id.clone() else {
+            let body = Bytes::from(std::mem::take(&mut self.buf));
+            let put = |conditional: bool| {
+                let req = self
+                    .client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(&self.key)
+                    .body(ByteStream::from(body.clone()));
+                if conditional {
+                    req.if_none_match("*")
+                } else {
+                    req
+                }
+            };
+            let res = match put(!overwrite).send().await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(store_error(&self.key, &e)),
+            };
+            return match res {
+                Ok(()) => Ok(()),
+                Err(Error::Store {
+                    kind: StoreErrorKind::Precondition,
+                    ..
+                }) => Err(exists()),
+                // A server that cannot do conditional writes: the check
+                // above stands in for it.
+                Err(Error::Store {
+                    kind: StoreErrorKind::Transient | StoreErrorKind::Invalid,
+                    ..
+                }) if !overwrite => put(false)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| store_error(&self.key, &e)),
+                Err(e) => Err(e),
+            };
+        };
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf);
+            self.send_part(last).await?;
+        }
+        let done = CompletedMultipartUpload::builder()
+            .set_parts(Some(std::mem::take(&mut self.parts)))
+            .build();
+        let mut req = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&id)
+            .multipart_upload(done);
+        if !overwrite {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = store_error(&self.key, &e);
+                let _ = self.abort_upload().await;
+                match err {
+                    Error::Store {
+                        kind: StoreErrorKind::Precondition,
+                        ..
+                    } => Err(exists()),
+                    e => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.abort_upload().await
+    }
+}
+
+impl S3Upload {
+    async fn abort_upload(&self) -> Result<()> {
+        let Some(id) = &self.upload_id else {
+            return Ok(());
+        };
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(id)
+            .send()
+            .await
+            .map_err(|e| store_error(&self.key, &e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_and_ranges() {
+        assert_eq!(parse_uri("s3://bkt/a/b/").unwrap(), ("bkt".into(), "a/b/".into()));
+        assert_eq!(parse_uri("s3://bkt").unwrap(), ("bkt".into(), String::new()));
+        for bad in ["s3://", "s3://B", "s3://bkt/../x", "s3://bkt/a//b", "s3://x"] {
+            assert!(parse_uri(bad).is_err(), "{bad}");
+        }
+        assert_eq!(content_range("bytes 0-99/1000"), Some((0, 100, 1000)));
+        assert_eq!(content_range("bytes */1000"), None);
+    }
+}
