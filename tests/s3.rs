@@ -99,7 +99,7 @@ const STORE: &str = "s3://snaps/ws";
 #[test]
 fn every_command_works_against_s3() {
     let s3 = S3Env::new();
-    let src = fidelity_src(s3.env.tmp.path(), "src", FidelityOpts::default());
+    let src = fidelity_src(s3.env.tmp.path(), "src", FidelityOpts::FAST);
     run_ok(
         s3.cmd()
             .arg("create")
