@@ -238,6 +238,17 @@ enum Command {
         /// Mount point.
         mountpoint: PathBuf,
     },
+    /// Delete a snapshot (refused while a diff's chain needs it).
+    #[command(after_help = "Example:\n  lazysnap rm org/repo/old --store s3://bucket/snaps")]
+    Rm {
+        /// Snapshot name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Delete it even if diffs were made on it (their chains break).
+        #[arg(long)]
+        force: bool,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     #[command(after_help = "Example:\n  lazysnap completions bash > /etc/bash_completion.d/lazysnap")]
     Completions {
@@ -637,6 +648,14 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             match saved {
                 Some(w) => report_written(&name, &w, t0.elapsed().as_secs_f64()),
                 None => println!("nothing changed since {parent}: no snapshot created"),
+            }
+        }
+        Command::Rm { name, store, force } => {
+            let broken = cmd::inspect::rm(h, &open_writable(&store)?, &name, force)?;
+            if broken.is_empty() {
+                println!("deleted {name}");
+            } else {
+                println!("deleted {name}; these diffs no longer open: {}", broken.join(", "));
             }
         }
         Command::Completions { shell } => {

@@ -138,8 +138,24 @@ fn outputs_times_and_json() {
     let o = run_ok(env.cmd().args(["diff", "next", "base", "--store", &st]));
     assert_eq!(stdout(&o), "D added\nA readme\n");
 
+    // rm refuses a snapshot a diff needs; --force breaks the chain.
+    let o = run_fail(env.cmd().args(["rm", "base", "--store", &st]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        one_error_line(&o).contains("the diff next was made on it; --force"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run_ok(env.cmd().args(["rm", "base", "--store", &st, "--force"]));
+    assert_eq!(stdout(&o), "deleted base; these diffs no longer open: next\n");
+    let o = run_fail(env.cmd().args(["rm", "base", "--store", &st]));
+    assert!(
+        one_error_line(&o).contains("snapshot base in file://"),
+        "{}",
+        stderr(&o)
+    );
+
     // log with a parent gone: the chain up to the break, then where it broke.
-    fs::remove_file(env.p("store/base.tar.zst")).expect("rm");
     let o = run_fail(env.cmd().args(["log", "next", "--store", &st]));
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).starts_with("next "), "{}", stdout(&o));

@@ -157,6 +157,14 @@ fn every_command_works_against_s3() {
     run_ok(s3.cmd().args(["extract", "next"]).arg(&out2).args(["--store", STORE]));
     assert_trees_equal(&src, &out2);
 
+    // rm: refused while a diff needs it, then the diff, then with --force.
+    let o = run_fail(s3.cmd().args(["rm", "base", "--store", STORE]));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("the diff next was made on it"),
+        "{o:?}"
+    );
+    assert!(s3.object("base").exists());
+
     // A name is never overwritten.
     let o = run_fail(
         s3.cmd()

@@ -447,3 +447,46 @@ fn changes(a: &Tree, b: &Tree) -> Vec<Change> {
     }
     out
 }
+
+/// Delete snapshot `name` from `store`. A snapshot whose chain needs it (a
+/// diff made on it) keeps it unless `force`: then those are left broken.
+/// Returns the snapshots that depended on it.
+pub fn rm(rt: &Handle, store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
+    let key = crate::store::snapshot_key(name)?;
+    rt.block_on(store.size(&key)).map_err(|e| match e {
+        Error::NotFound { .. } => Error::not_found(format!("snapshot {name} in {}", store.describe())),
+        e => e,
+    })?;
+    let mut children = Vec::new();
+    for other in rt.block_on(store.list_snapshots(""))? {
+        if other == name {
+            continue;
+        }
+        // An unreadable snapshot cannot need anything we can tell.
+        if let Ok(s) = rt.block_on(Snapshot::open(store, &other)) {
+            if s.index.parent.as_ref().is_some_and(|p| p.name == name) {
+                children.push(other);
+            }
+        }
+    }
+    if !children.is_empty() && !force {
+        let shown: Vec<&str> = children.iter().take(5).map(String::as_str).collect();
+        let more = children.len().saturating_sub(shown.len());
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        return Err(Error::refused(
+            format!("snapshot {name}"),
+            format!(
+                "the diff{} {}{more} {} made on it; --force deletes it anyway, breaking their chains",
+                if children.len() == 1 { "" } else { "s" },
+                shown.join(", "),
+                if children.len() == 1 { "was" } else { "were" }
+            ),
+        ));
+    }
+    rt.block_on(store.delete(&key))?;
+    Ok(children)
+}
