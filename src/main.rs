@@ -249,6 +249,13 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Clean up what crashed writers left in a store: temporary files,
+    /// multipart uploads whose writer is gone.
+    #[command(after_help = "Example:\n  lazysnap gc --store s3://bucket/snaps")]
+    Gc {
+        #[command(flatten)]
+        store: StoreArg,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     #[command(after_help = "Example:\n  lazysnap completions bash > /etc/bash_completion.d/lazysnap")]
     Completions {
@@ -658,6 +665,10 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 println!("deleted {name}; these diffs no longer open: {}", broken.join(", "));
             }
         }
+        Command::Gc { store } => {
+            let n = h.block_on(open_writable(&store)?.collect_garbage())?;
+            println!("removed {n} abandoned upload{}", if n == 1 { "" } else { "s" });
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "lazysnap", &mut std::io::stdout());
@@ -785,6 +796,9 @@ const SECRET_BEARING_TARGETS: &[&str] = &[
     "aws_smithy_http_client=info",
     "aws_smithy_http=info",
     "aws_sdk_s3=info",
+    "aws_sdk_sts=info",
+    "aws_sdk_sso=info",
+    "aws_sdk_ssooidc=info",
     "aws_config=info",
     "aws_runtime=error",
     "aws_credential_types=info",

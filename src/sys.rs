@@ -208,3 +208,38 @@ pub fn umount(target: &Path, detach: bool) -> io::Result<()> {
     // SAFETY: valid path.
     check(unsafe { libc::umount2(t.as_ptr(), flags) })
 }
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold
+/// spaces and parentheses, hence the last `)`), from field 3 (state) on.
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Start time of process `pid` (field 22 of its stat), if it exists.
+pub fn process_start(pid: u32) -> Option<u64> {
+    proc_stat(pid)?.get(22 - 3)?.parse().ok()
+}
+
+/// This boot's id.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_string())
+}
+
+/// Is process `pid` running? A zombie (exited, not yet reaped by whoever
+/// adopted the detached daemon) counts as gone.
+pub fn process_alive(pid: u32) -> bool {
+    proc_stat(pid)
+        .and_then(|f| f.first().cloned())
+        .is_some_and(|state| !state.starts_with(['Z', 'X']))
+}
+
+/// Is the process `pid` that started at `start_time` in boot `boot_id`
+/// (where known) still running? A reused pid is not it.
+pub fn same_process_alive(pid: u32, start_time: Option<u64>, boot: Option<&str>) -> bool {
+    process_alive(pid)
+        && start_time.is_none_or(|t| process_start(pid) == Some(t))
+        && boot.is_none_or(|b| boot_id().as_deref() == Some(b))
+}

@@ -268,3 +268,70 @@ fn a_wrong_secret_is_denied_and_a_replaced_object_is_never_mixed() {
         .expect_err("a replaced object must not be read");
     assert_eq!(e.errno(), libc::ESTALE, "{e}");
 }
+
+/// Files the server keeps for multipart uploads in progress, and our
+/// records of them.
+fn uploads_in_progress(s3: &S3Env) -> (usize, usize) {
+    let server = fs::read_dir(&s3.root)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".upload"))
+                .count()
+        })
+        .unwrap_or(0);
+    let records = fs::read_dir(s3.root.join("snaps/ws/.lazysnap-uploads"))
+        .map(|d| d.flatten().count())
+        .unwrap_or(0);
+    (server, records)
+}
+
+#[test]
+fn an_upload_killed_midway_is_aborted_by_the_next_save() {
+    let s3 = S3Env::new();
+    let t = s3.env.p("t");
+    fs::create_dir(&t).expect("mkdir");
+    // Incompressible and at a slow level: parts go up over several seconds.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let data: Vec<u8> = (0..24u64 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    fs::write(t.join("big"), &data).expect("write");
+    let mut child = s3
+        .cmd()
+        .arg("create")
+        .arg(&t)
+        .args(["--store", STORE, "--name", "killed", "--level", "19"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let t0 = std::time::Instant::now();
+    while uploads_in_progress(&s3).1 == 0 && t0.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY (test): killing our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let left = uploads_in_progress(&s3);
+    assert!(left.0 > 0 && left.1 == 1, "no upload in progress to kill: {left:?}");
+    assert!(!s3.object("killed").exists(), "a killed save published");
+
+    // The next save to the store aborts it.
+    let small = s3.env.p("small");
+    fs::create_dir(&small).expect("mkdir");
+    run_ok(
+        s3.cmd()
+            .arg("create")
+            .arg(&small)
+            .args(["--store", STORE, "--name", "next"]),
+    );
+    assert_eq!(uploads_in_progress(&s3), (0, 0), "the abandoned upload is still there");
+    let o = run_ok(s3.cmd().args(["gc", "--store", STORE]));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "removed 0 abandoned uploads\n");
+    let o = run_ok(s3.cmd().args(["list", "--store", STORE]));
+    assert_eq!(listed_names(&o), ["next"]);
+}

@@ -158,39 +158,10 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The fields of `/proc/PID/stat` after the command name (which may hold
-/// spaces and parentheses, hence the last `)`), from field 3 (state) on.
-fn proc_stat(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    Some(rest.split_whitespace().map(str::to_string).collect())
-}
-
-/// Start time of process `pid` (field 22 of its stat), if it exists.
-fn process_start(pid: u32) -> Option<u64> {
-    proc_stat(pid)?.get(22 - 3)?.parse().ok()
-}
-
-/// This boot's id.
-fn boot_id() -> Option<String> {
-    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    Some(id.trim().to_string())
-}
-
-/// Is process `pid` running? A zombie (exited, not yet reaped by whoever
-/// adopted the detached daemon) counts as gone.
-fn process_alive(pid: u32) -> bool {
-    proc_stat(pid)
-        .and_then(|f| f.first().cloned())
-        .is_some_and(|state| !state.starts_with(['Z', 'X']))
-}
-
 /// Is the daemon of record `r` still running: its pid alive, and, where the
 /// record has them, the same start time and boot (so a reused pid is not it)?
 fn daemon_alive(r: &MountRecord) -> bool {
-    process_alive(r.pid)
-        && r.start_time.is_none_or(|t| process_start(r.pid) == Some(t))
-        && r.boot_id.as_ref().is_none_or(|b| boot_id().as_ref() == Some(b))
+    sys::same_process_alive(r.pid, r.start_time, r.boot_id.as_deref())
 }
 
 /// Start a background daemon running `args` (this program's own mount
@@ -501,8 +472,8 @@ fn serve(
         name: name.to_string(),
         below: Some(below.clone()),
         pid: std::process::id(),
-        start_time: process_start(std::process::id()),
-        boot_id: boot_id(),
+        start_time: sys::process_start(std::process::id()),
+        boot_id: sys::boot_id(),
         socket: socket.clone(),
         log: std::env::var_os("LAZYSNAP_DAEMON_LOG").map(PathBuf::from),
         lower: layout.as_ref().map(|(l, _)| l.clone()),
@@ -867,8 +838,8 @@ mod tests {
         let me = std::process::id();
         let r = MountRecord {
             pid: me,
-            start_time: process_start(me),
-            boot_id: boot_id(),
+            start_time: sys::process_start(me),
+            boot_id: sys::boot_id(),
             ..r
         };
         assert!(r.start_time.is_some() && r.boot_id.is_some());

@@ -227,6 +227,25 @@ impl ObjectBucket for LocalStore {
         .await
     }
 
+    async fn collect_garbage(&self) -> Result<usize> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut dirs = vec![root];
+            let mut removed = 0;
+            while let Some(d) = dirs.pop() {
+                removed += crate::tmp::sweep(&d, is_upload_temp);
+                let Ok(rd) = std::fs::read_dir(&d) else { continue };
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        dirs.push(e.path());
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let p = self.path(key);
         blocking(move || std::fs::remove_file(&p).map_err(|e| not_found_or(e, &p))).await

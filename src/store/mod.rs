@@ -94,6 +94,11 @@ pub trait ObjectBucket: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
     /// Remove `key`.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Clean up what crashed writers left (temporary files, multipart
+    /// uploads whose writer is gone); how many.
+    async fn collect_garbage(&self) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// A backend with both capabilities (a local directory, a bucket).
@@ -326,6 +331,11 @@ impl Store {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// See [`ObjectBucket::collect_garbage`].
+    pub async fn collect_garbage(&self) -> Result<usize> {
+        self.bucket()?.collect_garbage().await
     }
 
     /// See [`ObjectBucket::delete`]; under the policy's deadline.

@@ -28,6 +28,25 @@ use crate::error::{Error, Result, StoreErrorKind};
 /// Smallest part of a multipart upload (S3's limit, but for the last part).
 const MIN_PART: usize = 8 << 20;
 
+/// Where multipart uploads in progress are recorded, under the prefix (a
+/// name no snapshot can have: components never start with '.').
+const UPLOADS: &str = ".lazysnap-uploads/";
+
+/// An upload left by another machine is taken for abandoned after this.
+const FOREIGN_UPLOAD_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Who is writing a multipart upload: recorded (before its first part) so
+/// the next save or `gc` can abort it if its writer died.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UploadRecord {
+    key: String,
+    upload_id: String,
+    pid: u32,
+    start_time: Option<u64>,
+    boot_id: Option<String>,
+    created: u64,
+}
+
 /// A bucket and key prefix.
 pub struct S3Store {
     client: Client,
@@ -234,6 +253,70 @@ impl ObjectSource for S3Store {
 }
 
 impl S3Store {
+    /// Abort the multipart uploads whose writer is gone: a process of this
+    /// machine that no longer runs, or a record from elsewhere older than a
+    /// day. Returns how many were aborted.
+    pub async fn abort_abandoned(&self) -> Result<usize> {
+        let dir = format!("{}{UPLOADS}", self.prefix);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&dir)
+            .into_paginator()
+            .send();
+        let mut aborted = 0;
+        let now = std::time::SystemTime::now();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| store_error(&dir, &e))?;
+            for o in page.contents() {
+                let Some(marker) = o.key() else { continue };
+                let got = self.client.get_object().bucket(&self.bucket).key(marker).send().await;
+                let Ok(got) = got else { continue };
+                let Ok(body) = got.body.collect().await else { continue };
+                let Ok(rec) = serde_json::from_slice::<UploadRecord>(&body.into_bytes()) else {
+                    continue;
+                };
+                let here = rec.boot_id.is_some() && rec.boot_id == crate::sys::boot_id();
+                let dead = if here {
+                    !crate::sys::same_process_alive(rec.pid, rec.start_time, rec.boot_id.as_deref())
+                } else {
+                    let made = std::time::UNIX_EPOCH + std::time::Duration::from_secs(rec.created);
+                    now.duration_since(made).is_ok_and(|age| age > FOREIGN_UPLOAD_AGE)
+                };
+                if !dead {
+                    continue;
+                }
+                let abort = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&rec.key)
+                    .upload_id(&rec.upload_id)
+                    .send()
+                    .await;
+                match abort.map_err(|e| store_error(&rec.key, &e)) {
+                    Ok(_) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                let _ = self
+                    .client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(marker)
+                    .send()
+                    .await;
+                tracing::info!(
+                    "{}: aborted an abandoned upload (writer pid {} is gone)",
+                    rec.key,
+                    rec.pid
+                );
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
+    }
+
     /// One suffix GET: the last `tail` bytes, the object's size and ETag.
     async fn get_tail(&self, k: &str, tail: u64) -> Result<(Bytes, u64, Option<String>)> {
         let out = self
@@ -285,10 +368,15 @@ impl ObjectBucket for S3Store {
     }
 
     async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        // Uploads a dead writer left behind cost storage: abort them.
+        if let Err(e) = self.abort_abandoned().await {
+            tracing::warn!("{}: looking for abandoned uploads: {e}", self.describe());
+        }
         Ok(Box::new(S3Upload {
             client: self.client.clone(),
             bucket: self.bucket.clone(),
             key: self.key(key),
+            marker: format!("{}{UPLOADS}", self.prefix),
             upload_id: None,
             parts: Vec::new(),
             buf: Vec::new(),
@@ -315,6 +403,10 @@ impl ObjectBucket for S3Store {
         Ok(out)
     }
 
+    async fn collect_garbage(&self) -> Result<usize> {
+        self.abort_abandoned().await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let k = self.key(key);
         self.client
@@ -334,6 +426,8 @@ struct S3Upload {
     client: Client,
     bucket: String,
     key: String,
+    /// Where this upload's record goes (the uploads dir).
+    marker: String,
     upload_id: Option<String>,
     parts: Vec<CompletedPart>,
     buf: Vec<u8>,
@@ -357,6 +451,7 @@ impl S3Upload {
                     .ok_or_else(|| Error::store(StoreErrorKind::Invalid, &self.key, "no upload id"))?
                     .to_string();
                 self.upload_id = Some(id.clone());
+                self.record(&id).await?;
                 id
             }
         };
@@ -379,6 +474,55 @@ impl S3Upload {
                 .build(),
         );
         Ok(())
+    }
+
+    /// Record upload `id` (before its first part), so a crash leaves a trace
+    /// the next save can clean up.
+    async fn record(&self, id: &str) -> Result<()> {
+        let me = std::process::id();
+        let rec = UploadRecord {
+            key: self.key.clone(),
+            upload_id: id.to_string(),
+            pid: me,
+            start_time: crate::sys::process_start(me),
+            boot_id: crate::sys::boot_id(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let body = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
+        let marker = self.marker_key(id);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&marker)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| store_error(&marker, &e))?;
+        Ok(())
+    }
+
+    fn marker_key(&self, id: &str) -> String {
+        // Upload ids are opaque: keep only what is safe in a key.
+        let safe: String = id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        format!("{}{safe}", self.marker)
+    }
+
+    /// Forget the record of this upload (done or aborted).
+    async fn unrecord(&self) {
+        if let Some(id) = &self.upload_id {
+            let _ = self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(self.marker_key(id))
+                .send()
+                .await;
+        }
     }
 
     async fn exists(&self) -> Result<bool> {
@@ -474,7 +618,10 @@ impl Upload for S3Upload {
             req = req.if_none_match("*");
         }
         match req.send().await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.unrecord().await;
+                Ok(())
+            }
             Err(e) => {
                 let err = store_error(&self.key, &e);
                 let _ = self.abort_upload().await;
@@ -507,6 +654,7 @@ impl S3Upload {
             .send()
             .await
             .map_err(|e| store_error(&self.key, &e))?;
+        self.unrecord().await;
         Ok(())
     }
 }
