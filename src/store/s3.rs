@@ -25,8 +25,16 @@ use bytes::Bytes;
 use super::{ObjectBucket, ObjectId, ObjectReader, ObjectSource, Priority, Upload};
 use crate::error::{Error, Result, StoreErrorKind};
 
-/// Smallest part of a multipart upload (S3's limit, but for the last part).
-const MIN_PART: usize = 8 << 20;
+/// The first parts of a multipart upload.
+const FIRST_PART: usize = 8 << 20;
+
+/// The size of part `n` (1-based): 8 MiB for the first 1,000 parts, then
+/// doubling every 1,000, so an upload of unknown size fits S3's 10,000
+/// parts up to ~8 TB (past S3's 5 TiB object limit) while small uploads
+/// use small parts. One part is buffered at a time.
+pub fn part_size(n: usize) -> usize {
+    FIRST_PART << ((n.saturating_sub(1) / 1000).min(9))
+}
 
 /// Where multipart uploads in progress are recorded, under the prefix (a
 /// name no snapshot can have: components never start with '.').
@@ -547,8 +555,10 @@ impl S3Upload {
 impl Upload for S3Upload {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         self.buf.extend_from_slice(&data);
-        if self.buf.len() >= MIN_PART {
-            let part = std::mem::take(&mut self.buf);
+        let want = part_size(self.parts.len() + 1);
+        if self.buf.len() >= want {
+            let rest = self.buf.split_off(want);
+            let part = std::mem::replace(&mut self.buf, rest);
             self.send_part(part).await?;
         }
         Ok(())
@@ -672,5 +682,14 @@ mod tests {
         }
         assert_eq!(content_range("bytes 0-99/1000"), Some((0, 100, 1000)));
         assert_eq!(content_range("bytes */1000"), None);
+        // Part sizes: 10,000 parts carry more than S3's largest object, and
+        // no part is above S3's 5 GiB limit.
+        let total: u64 = (1..=10_000).map(|n| part_size(n) as u64).sum();
+        assert!(total > 5 << 40, "{total}");
+        assert!(part_size(10_000) as u64 <= 5 << 30);
+        assert_eq!(
+            (part_size(1), part_size(1000), part_size(1001)),
+            (8 << 20, 8 << 20, 16 << 20)
+        );
     }
 }
