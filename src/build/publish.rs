@@ -37,6 +37,21 @@ impl UploadWriter {
     }
 }
 
+impl Drop for UploadWriter {
+    /// An upload neither committed nor aborted (a save that failed) is
+    /// aborted here, so nothing stays behind in the store. (Inside a
+    /// runtime we cannot block: the next save or `gc` cleans up instead.)
+    fn drop(&mut self) {
+        if let Some(up) = self.up.take() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                if let Err(e) = self.rt.block_on(up.abort()) {
+                    tracing::warn!("aborting a failed upload: {e}");
+                }
+            }
+        }
+    }
+}
+
 impl Write for UploadWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
