@@ -56,6 +56,43 @@ impl Temp {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Create the new file `path` (which must not exist) and hold it. A
+    /// sweep by another process between the create and the lock could
+    /// remove it: then this fails with `Interrupted`, and the caller tries
+    /// another name.
+    pub fn create_file(path: &Path) -> std::io::Result<(File, Temp)> {
+        let file = File::options().write(true).create_new(true).open(path)?;
+        let held = Temp::hold(path, file.try_clone()?).map_err(|_| swept(path))?;
+        still_ours(path, &file)?;
+        Ok((file, held))
+    }
+
+    /// Create the new directory `path` and hold it (see [`Temp::create_file`]).
+    pub fn create_dir(path: &Path) -> std::io::Result<Temp> {
+        std::fs::create_dir(path)?;
+        let held = Temp::hold_dir(path).map_err(|_| swept(path))?;
+        still_ours(path, &held._lock)?;
+        Ok(held)
+    }
+}
+
+fn swept(path: &Path) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Interrupted,
+        format!("{}: removed by a concurrent sweep; try another name", path.display()),
+    )
+}
+
+/// Is `path` still the file we opened (not removed, or replaced, by a sweep
+/// between our create and our lock)?
+fn still_ours(path: &Path, f: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (std::fs::symlink_metadata(path), f.metadata()?);
+    match a {
+        Ok(a) if (a.dev(), a.ino()) == (b.dev(), b.ino()) => Ok(()),
+        _ => Err(swept(path)),
+    }
 }
 
 impl Drop for Temp {

@@ -189,6 +189,10 @@ fn killed_or_racing_saves_publish_nothing_half_written() {
     let wins = outs.iter().filter(|o| o.status.success()).count();
     assert_eq!(wins, 1, "exactly one racing save wins");
     let loser = outs.iter().find(|o| !o.status.success()).expect("a loser");
-    assert!(String::from_utf8_lossy(&loser.stderr).contains("already exists"));
+    assert!(
+        String::from_utf8_lossy(&loser.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&loser.stderr)
+    );
     run_ok(ws.cmd().args(["verify", "k/race2", "--store", &ws.store()]));
 }

@@ -72,14 +72,18 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
         .ok_or_else(|| Error::Usage(format!("{}: not a valid destination", dest.display())))?;
     // Restores a dead process left behind are unlocked: remove them.
     crate::tmp::sweep(&parent, |n| n.starts_with('.') && n.contains(TEMP_MARK));
-    let tmp = parent.join(format!(".{}{TEMP_MARK}{}", base.to_string_lossy(), std::process::id()));
-    std::fs::create_dir(&tmp).ctx(|| tmp.display().to_string())?;
-    let held = crate::tmp::Temp::hold_dir(&tmp).ctx(|| tmp.display().to_string());
-    let _held = match held {
-        Ok(h) => h,
-        Err(e) => {
-            remove_tree(&tmp);
-            return Err(e);
+    let mut attempt = 0u32;
+    let (tmp, _held) = loop {
+        let tmp = parent.join(format!(
+            ".{}{TEMP_MARK}{}-{attempt}",
+            base.to_string_lossy(),
+            std::process::id()
+        ));
+        match crate::tmp::Temp::create_dir(&tmp) {
+            Ok(held) => break (tmp, held),
+            // Swept by a concurrent restore before we locked it: another name.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && attempt < 5 => attempt += 1,
+            Err(e) => return Err(Error::io_path(&tmp, e)),
         }
     };
     let _guard = rt.enter();

@@ -195,16 +195,17 @@ impl ObjectBucket for LocalStore {
                 .unwrap_or_default();
             // Uploads a dead process left behind are unlocked: remove them.
             crate::tmp::sweep(&dir, is_upload_temp);
-            let tmp = dir.join(format!(".{base}{TEMP_MARK}{}-{}", std::process::id(), unique()));
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .ctx(|| format!("{}", tmp.display()))?;
-            let held = file
-                .try_clone()
-                .and_then(|lock| crate::tmp::Temp::hold(&tmp, lock))
-                .ctx(|| tmp.display().to_string())?;
+            // (A concurrent writer's sweep may take a name in the instant
+            // before it is locked: then another name.)
+            let mut attempt = 0;
+            let (tmp, file, held) = loop {
+                let tmp = dir.join(format!(".{base}{TEMP_MARK}{}-{}", std::process::id(), unique()));
+                match crate::tmp::Temp::create_file(&tmp) {
+                    Ok((file, held)) => break (tmp, file, held),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted && attempt < 5 => attempt += 1,
+                    Err(e) => return Err(Error::io_path(&tmp, e)),
+                }
+            };
             Ok(Box::new(LocalUpload {
                 file: Some(Arc::new(file)),
                 tmp,
