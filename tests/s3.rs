@@ -335,3 +335,44 @@ fn an_upload_killed_midway_is_aborted_by_the_next_save() {
     let o = run_ok(s3.cmd().args(["list", "--store", STORE]));
     assert_eq!(listed_names(&o), ["next"]);
 }
+
+/// Through the project's shaping proxy: a burst of 503s is retried by our
+/// one retry layer (the SDK's are off), and a stalled store is a timeout
+/// at the deadline.
+#[test]
+fn throttling_bursts_are_retried_and_a_stall_is_a_timeout() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s3 = S3Env::new();
+    let t = s3.env.p("t");
+    fs::create_dir(&t).expect("mkdir");
+    fs::write(t.join("f"), b"through the shaper").expect("write");
+    run_ok(s3.cmd().arg("create").arg(&t).args(["--store", STORE, "--name", "s"]));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let shape = lazysnap::shaper::LinkShape {
+        rtt: std::time::Duration::from_millis(2),
+        bandwidth: None,
+    };
+    let listen = "127.0.0.1:0".parse().expect("addr");
+    let sh = rt
+        .block_on(lazysnap::shaper::Shaper::start(listen, s3.addr, shape))
+        .expect("shaper");
+    let via = |mut c: Command| {
+        c.env("AWS_ENDPOINT_URL", format!("http://{}", sh.addr()));
+        c
+    };
+    sh.faults().fail_next.store(2, Relaxed);
+    let o = run_ok(via(s3.cmd()).args(["cat", "s", "f", "--store", STORE]));
+    assert_eq!(o.stdout, b"through the shaper");
+    assert_eq!(sh.faults().fail_next.load(Relaxed), 0, "no 503 was served");
+
+    sh.faults().stall.store(true, Relaxed);
+    let t0 = std::time::Instant::now();
+    let o = run_fail(via(s3.cmd()).args(["cat", "s", "f", "--store", STORE, "--read-timeout", "2"]));
+    sh.faults().stall.store(false, Relaxed);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(15), "{:?}", t0.elapsed());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("timed out"), "{err}");
+}

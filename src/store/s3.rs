@@ -102,8 +102,11 @@ impl S3Store {
         })
         .map_err(|_| Error::Internal("loading the AWS configuration panicked".into()))?
         .map_err(|e| Error::io("loading the AWS configuration", e))?;
+        // Retries, backoff and renewal live in one layer, ours (store::retry),
+        // which decides from the error's kind: the SDK's own are off.
         let s3 = aws_sdk_s3::config::Builder::from(&conf)
             .force_path_style(path_style)
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
             .build();
         Ok(S3Store {
             client: Client::from_conf(s3),
@@ -221,9 +224,14 @@ impl ObjectSource for S3Store {
         let k = self.key(key);
         let (body, size, etag) = match self.get_tail(&k, tail).await {
             Ok(r) => r,
-            // Some servers (s3s-fs) fail a suffix longer than the object:
-            // learn its size, and read a small object whole.
-            Err(e @ Error::Store { .. }) => {
+            // Some servers (s3s-fs) fail a suffix longer than the object
+            // (500, 416): learn its size, and read a small object whole.
+            Err(
+                e @ Error::Store {
+                    kind: StoreErrorKind::Transient | StoreErrorKind::Invalid,
+                    ..
+                },
+            ) => {
                 let head = self
                     .client
                     .head_object()
