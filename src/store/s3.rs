@@ -232,19 +232,10 @@ impl ObjectSource for S3Store {
                     ..
                 },
             ) => {
-                let head = self
-                    .client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(&k)
-                    .send()
-                    .await
-                    .map_err(|e| store_error(&k, &e))?;
-                let size = head.content_length().unwrap_or(0).max(0) as u64;
+                let (size, etag) = self.head(&k).await?;
                 if size > tail || size == 0 {
                     return Err(e);
                 }
-                let etag = head.e_tag().map(str::to_string);
                 let probe = S3Reader {
                     client: self.client.clone(),
                     bucket: self.bucket.clone(),
@@ -333,6 +324,22 @@ impl S3Store {
         Ok(aborted)
     }
 
+    /// Size and ETag of the object at full key `k` (a HEAD).
+    async fn head(&self, k: &str) -> Result<(u64, Option<String>)> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(k)
+            .send()
+            .await
+            .map_err(|e| store_error(k, &e))?;
+        Ok((
+            out.content_length().unwrap_or(0).max(0) as u64,
+            out.e_tag().map(str::to_string),
+        ))
+    }
+
     /// One suffix GET: the last `tail` bytes, the object's size and ETag.
     async fn get_tail(&self, k: &str, tail: u64) -> Result<(Bytes, u64, Option<String>)> {
         let out = self
@@ -371,16 +378,7 @@ impl S3Store {
 #[async_trait]
 impl ObjectBucket for S3Store {
     async fn size(&self, key: &str) -> Result<u64> {
-        let k = self.key(key);
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&k)
-            .send()
-            .await
-            .map_err(|e| store_error(&k, &e))?;
-        Ok(out.content_length().unwrap_or(0).max(0) as u64)
+        Ok(self.head(&self.key(key)).await?.0)
     }
 
     async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
