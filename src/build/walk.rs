@@ -85,14 +85,14 @@ impl<'a> Base<'a> {
     }
 }
 
-/// A child of a directory being walked: its name, where it comes from, and
-/// (local children) its metadata, read once.
-type Child = (Vec<u8>, Source, Option<Metadata>);
+/// A child of a directory being walked: its name and where it comes from.
+type Child = (Vec<u8>, Source);
 
 /// Where a name of the tree being saved comes from.
 enum Source {
-    /// A local file (in the directory, or in the upper dir).
-    Local(std::ffi::OsString),
+    /// A local file (in the directory, or in the upper dir), with its
+    /// metadata, read once.
+    Local(std::ffi::OsString, Metadata),
     /// Only the view below the upper dir.
     Below,
 }
@@ -276,24 +276,23 @@ impl<'a> Walker<'a> {
                 // What the compared view has and this directory no longer does.
                 for (lname, _) in lower_children {
                     let live = children
-                        .binary_search_by(|(n, _, _)| n.as_slice().cmp(lname))
-                        .is_ok_and(|i| !children[i].2.as_ref().is_some_and(is_whiteout));
+                        .binary_search_by(|(n, _)| n.as_slice().cmp(lname))
+                        .is_ok_and(|i| !matches!(&children[i].1, Source::Local(_, m) if is_whiteout(m)));
                     if !live {
                         let mut wh = Entry::new(path::join(&rel, lname), Kind::Whiteout);
                         wh.mtime = meta.mtime();
                         self.emit(w, wh, None)?;
                     }
                 }
-                for (name, source, m) in children {
+                for (name, source) in children {
                     let crel = path::join(&rel, &name);
                     let li = lookup(lower_children, &name);
-                    match (source, m) {
-                        (Source::Local(n), Some(m)) => {
+                    match source {
+                        Source::Local(n, m) => {
                             let bi = lookup(below_children, &name);
                             self.visit(w, &abs.join(n), crel, &m, li, bi)?;
                         }
-                        (Source::Below, _) => self.visit_below(&crel)?,
-                        (Source::Local(_), None) => {}
+                        Source::Below => self.visit_below(&crel)?,
                     }
                 }
                 // Nothing beneath changed: this directory is not written.
@@ -356,15 +355,12 @@ impl<'a> Walker<'a> {
             path::check(&crel).map_err(|why| Error::refused(path::display(&crel), why))?;
             let child = abs.join(&n);
             let m = std::fs::symlink_metadata(&child).ctx(|| child.display().to_string())?;
-            out.push((n.as_bytes().to_vec(), Source::Local(n), Some(m)));
+            out.push((n.as_bytes().to_vec(), Source::Local(n, m)));
         }
         let local = out.len();
         for (name, _) in below {
-            if out[..local]
-                .binary_search_by(|(n, _, _)| n.as_slice().cmp(name))
-                .is_err()
-            {
-                out.push((name.to_vec(), Source::Below, None));
+            if out[..local].binary_search_by(|(n, _)| n.as_slice().cmp(name)).is_err() {
+                out.push((name.to_vec(), Source::Below));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
