@@ -232,7 +232,7 @@ impl ObjectSource for S3Store {
                     ..
                 },
             ) => {
-                let (size, etag) = self.head(&k).await?;
+                let (size, etag) = head(&self.client, &self.bucket, &k).await?;
                 if size > tail || size == 0 {
                     return Err(e);
                 }
@@ -264,80 +264,61 @@ impl S3Store {
     /// machine that no longer runs, or a record from elsewhere older than a
     /// day. Returns how many were aborted.
     pub async fn abort_abandoned(&self) -> Result<usize> {
-        let dir = format!("{}{UPLOADS}", self.prefix);
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&dir)
-            .into_paginator()
-            .send();
         let mut aborted = 0;
         let now = std::time::SystemTime::now();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| store_error(&dir, &e))?;
-            for o in page.contents() {
-                let Some(marker) = o.key() else { continue };
-                let got = self.client.get_object().bucket(&self.bucket).key(marker).send().await;
-                let Ok(got) = got else { continue };
-                let Ok(body) = got.body.collect().await else { continue };
-                let Ok(rec) = serde_json::from_slice::<UploadRecord>(&body.into_bytes()) else {
-                    continue;
-                };
-                let here = rec.boot_id.is_some() && rec.boot_id == crate::sys::boot_id();
-                let dead = if here {
-                    !crate::sys::same_process_alive(rec.pid, rec.start_time, rec.boot_id.as_deref())
-                } else {
-                    let made = std::time::UNIX_EPOCH + std::time::Duration::from_secs(rec.created);
-                    now.duration_since(made).is_ok_and(|age| age > FOREIGN_UPLOAD_AGE)
-                };
-                if !dead {
-                    continue;
-                }
-                let abort = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&rec.key)
-                    .upload_id(&rec.upload_id)
-                    .send()
-                    .await;
-                match abort.map_err(|e| store_error(&rec.key, &e)) {
-                    Ok(_) | Err(Error::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-                let _ = self
-                    .client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(marker)
-                    .send()
-                    .await;
-                tracing::info!(
-                    "{}: aborted an abandoned upload (writer pid {} is gone)",
-                    rec.key,
-                    rec.pid
-                );
-                aborted += 1;
+        for marker in self.list_keys(&format!("{}{UPLOADS}", self.prefix)).await? {
+            let got = self.client.get_object().bucket(&self.bucket).key(&marker).send().await;
+            let Ok(got) = got else { continue };
+            let Ok(body) = got.body.collect().await else { continue };
+            let Ok(rec) = serde_json::from_slice::<UploadRecord>(&body.into_bytes()) else {
+                continue;
+            };
+            let here = rec.boot_id.is_some() && rec.boot_id == crate::sys::boot_id();
+            let dead = if here {
+                !crate::sys::same_process_alive(rec.pid, rec.start_time, rec.boot_id.as_deref())
+            } else {
+                let made = std::time::UNIX_EPOCH + std::time::Duration::from_secs(rec.created);
+                now.duration_since(made).is_ok_and(|age| age > FOREIGN_UPLOAD_AGE)
+            };
+            if !dead {
+                continue;
             }
+            match abort_multipart(&self.client, &self.bucket, &rec.key, &rec.upload_id).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let _ = self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&marker)
+                .send()
+                .await;
+            tracing::info!(
+                "{}: aborted an abandoned upload (writer pid {} is gone)",
+                rec.key,
+                rec.pid
+            );
+            aborted += 1;
         }
         Ok(aborted)
     }
 
-    /// Size and ETag of the object at full key `k` (a HEAD).
-    async fn head(&self, k: &str) -> Result<(u64, Option<String>)> {
-        let out = self
+    /// Every key under the full key prefix `prefix`, all pages.
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut pages = self
             .client
-            .head_object()
+            .list_objects_v2()
             .bucket(&self.bucket)
-            .key(k)
-            .send()
-            .await
-            .map_err(|e| store_error(k, &e))?;
-        Ok((
-            out.content_length().unwrap_or(0).max(0) as u64,
-            out.e_tag().map(str::to_string),
-        ))
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| store_error(&self.describe(), &e))?;
+            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        }
+        Ok(out)
     }
 
     /// One suffix GET: the last `tail` bytes, the object's size and ETag.
@@ -378,7 +359,7 @@ impl S3Store {
 #[async_trait]
 impl ObjectBucket for S3Store {
     async fn size(&self, key: &str) -> Result<u64> {
-        Ok(self.head(&self.key(key)).await?.0)
+        Ok(head(&self.client, &self.bucket, &self.key(key)).await?.0)
     }
 
     async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
@@ -398,23 +379,11 @@ impl ObjectBucket for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(self.key(prefix))
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| store_error(&self.describe(), &e))?;
-            for o in page.contents() {
-                if let Some(k) = o.key().and_then(|k| k.strip_prefix(&self.prefix)) {
-                    out.push(k.to_string());
-                }
-            }
-        }
-        Ok(out)
+        let keys = self.list_keys(&self.key(prefix)).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string))
+            .collect())
     }
 
     async fn collect_garbage(&self) -> Result<usize> {
@@ -540,19 +509,10 @@ impl S3Upload {
     }
 
     async fn exists(&self) -> Result<bool> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .send()
-            .await
-        {
+        match head(&self.client, &self.bucket, &self.key).await {
             Ok(_) => Ok(true),
-            Err(e) => match store_error(&self.key, &e) {
-                Error::NotFound { .. } => Ok(false),
-                e => Err(e),
-            },
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }
@@ -662,17 +622,38 @@ impl S3Upload {
         let Some(id) = &self.upload_id else {
             return Ok(());
         };
-        self.client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(id)
-            .send()
-            .await
-            .map_err(|e| store_error(&self.key, &e))?;
+        abort_multipart(&self.client, &self.bucket, &self.key, id).await?;
         self.unrecord().await;
         Ok(())
     }
+}
+
+/// Size and ETag of object `k` (a HEAD).
+async fn head(client: &Client, bucket: &str, k: &str) -> Result<(u64, Option<String>)> {
+    let out = client
+        .head_object()
+        .bucket(bucket)
+        .key(k)
+        .send()
+        .await
+        .map_err(|e| store_error(k, &e))?;
+    Ok((
+        out.content_length().unwrap_or(0).max(0) as u64,
+        out.e_tag().map(str::to_string),
+    ))
+}
+
+/// Abort multipart upload `id` of object `k`.
+async fn abort_multipart(client: &Client, bucket: &str, k: &str, id: &str) -> Result<()> {
+    client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(k)
+        .upload_id(id)
+        .send()
+        .await
+        .map_err(|e| store_error(k, &e))?;
+    Ok(())
 }
 
 #[cfg(test)]
