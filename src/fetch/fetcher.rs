@@ -24,7 +24,7 @@ use super::cache::{DiskCache, MemCache};
 use super::{check_frame, coalesce, decode_checked, frame_range};
 use crate::error::{Error, Result};
 use crate::format::Frame;
-use crate::store::ObjectHandle;
+use crate::store::{ObjectHandle, Priority};
 
 /// A snapshot object whose frames the fetcher can read.
 #[derive(Clone)]
@@ -104,15 +104,6 @@ struct Counters {
     memory_hits: AtomicU64,
     disk_hits: AtomicU64,
     errors: AtomicU64,
-}
-
-/// How urgent a fetch is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Priority {
-    /// A reader is waiting.
-    Foreground,
-    /// Readahead and prefetch: yields to foreground reads.
-    Background,
 }
 
 /// Frames held in memory. Most of the budget holds *compressed* frames
@@ -306,7 +297,7 @@ impl Fetcher {
         };
         if !claimed.is_empty() {
             let me = self.clone();
-            tokio::spawn(async move { me.fetch_claimed(layer, claimed, Priority::Background).await });
+            tokio::spawn(async move { me.fetch_claimed(layer, claimed, Priority::Prefetch).await });
         }
     }
 
@@ -438,7 +429,7 @@ impl Fetcher {
         // foreground read always finds one free. Once a reader waits on one
         // of its frames, the run stops queueing and goes as a foreground read.
         let mut bg_permit = None;
-        if prio == Priority::Background {
+        if prio != Priority::Foreground {
             loop {
                 let urgent = self.urgent.notified();
                 if self.awaited(layer, &run) {
@@ -458,11 +449,7 @@ impl Fetcher {
             }
         }
         let permit = self.slots.acquire().await;
-        let store_prio = match prio {
-            Priority::Foreground => crate::store::Priority::Foreground,
-            Priority::Background => crate::store::Priority::Prefetch,
-        };
-        let raw = super::fetch_raw(&l.object, &l.frames, run.clone(), store_prio).await;
+        let raw = super::fetch_raw(&l.object, &l.frames, run.clone(), prio).await;
         drop(permit);
         drop(bg_permit);
         let raw = match raw {
