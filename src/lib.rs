@@ -25,6 +25,7 @@ pub mod mount;
 pub mod progress;
 pub mod shaper;
 pub mod snapshot;
+pub mod spec;
 pub mod store;
 pub mod sys;
 pub mod tmp;

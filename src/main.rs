@@ -58,6 +58,17 @@ struct StoreArg {
     store: PathBuf,
 }
 
+/// Where a read command reads: a store, or a presigned mount spec.
+#[derive(clap::Args, Clone)]
+struct ReadArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Read through this mount spec (from `lazysnap presign`, or any JSON
+    /// naming presigned GET URLs) instead of a store; leave NAME out.
+    #[arg(long, value_name = "FILE")]
+    spec: Option<PathBuf>,
+}
+
 #[derive(clap::Args, Clone)]
 struct WriteArgs {
     /// Uncompressed bytes per zstd frame, a multiple of 512 B up to 64MiB.
@@ -96,10 +107,14 @@ enum Command {
         write: WriteArgs,
     },
     /// Convert a .tar, .tar.gz or .tar.zst into an indexed snapshot.
-    #[command(after_help = "Example:\n  lazysnap import cache.tar.zst --store /srv/snaps --name org/repo/cache")]
+    #[command(
+        after_help = "Example:\n  lazysnap import cache.tar.zst --store /srv/snaps --name org/repo/cache\n  \
+        lazysnap import \"https://bucket.s3.amazonaws.com/org/repo/cache.tar.zst?X-Amz-...\" --store s3://bucket/snaps --name org/repo/cache"
+    )]
     Import {
-        /// Archive to import.
-        file: PathBuf,
+        /// Archive to import: a path, or an https:// URL (a presigned GET),
+        /// streamed with no local copy.
+        input: String,
         #[command(flatten)]
         store: StoreArg,
         /// Name of the new snapshot.
@@ -109,39 +124,44 @@ enum Command {
         write: WriteArgs,
     },
     /// Show a snapshot's metadata, counts and sizes.
-    #[command(after_help = "Example:\n  lazysnap inspect org/repo/main --store /srv/snaps --json")]
+    #[command(
+        after_help = "Example:\n  lazysnap inspect org/repo/main --store /srv/snaps --json\n  lazysnap inspect --spec main.spec.json"
+    )]
     Inspect {
-        /// Snapshot name.
-        name: String,
+        /// Snapshot name (left out with --spec).
+        name: Option<String>,
         #[command(flatten)]
-        store: StoreArg,
+        read: ReadArgs,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// List a directory inside a snapshot.
-    #[command(after_help = "Example:\n  lazysnap ls org/repo/main node_modules --store /srv/snaps")]
+    #[command(
+        after_help = "Example:\n  lazysnap ls org/repo/main node_modules --store /srv/snaps\n  lazysnap ls --spec main.spec.json node_modules"
+    )]
     Ls {
-        /// Snapshot name.
-        name: String,
-        /// Directory inside the snapshot.
-        #[arg(default_value = "/")]
-        path: String,
+        /// Snapshot name (left out with --spec).
+        name: Option<String>,
+        /// Directory inside the snapshot [default: /].
+        path: Option<String>,
         #[command(flatten)]
-        store: StoreArg,
+        read: ReadArgs,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Print one file, fetching only its frames.
-    #[command(after_help = "Example:\n  lazysnap cat org/repo/main package.json --store /srv/snaps")]
+    #[command(
+        after_help = "Example:\n  lazysnap cat org/repo/main package.json --store /srv/snaps\n  lazysnap cat --spec main.spec.json package.json"
+    )]
     Cat {
-        /// Snapshot name.
-        name: String,
+        /// Snapshot name (left out with --spec).
+        name: Option<String>,
         /// File inside the snapshot.
-        path: String,
+        path: Option<String>,
         #[command(flatten)]
-        store: StoreArg,
+        read: ReadArgs,
         /// Print {"bytes_fetched":N,"requests":M} on stderr at the end.
         #[arg(long)]
         stats: bool,
@@ -149,23 +169,27 @@ enum Command {
     /// Check every frame digest and every entry.
     #[command(after_help = "Example:\n  lazysnap verify org/repo/main --store /srv/snaps")]
     Verify {
-        /// Snapshot name.
-        name: String,
+        /// Snapshot name (left out with --spec).
+        name: Option<String>,
         #[command(flatten)]
-        store: StoreArg,
+        read: ReadArgs,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
-    /// Restore a snapshot into a new directory (atomic, parallel).
-    #[command(after_help = "Example:\n  lazysnap extract org/repo/main ./restored --store /srv/snaps")]
+    /// Restore a snapshot into a new directory (atomic, parallel); or
+    /// stream a plain .tar, .tar.gz or .tar.zst from an https:// URL into one.
+    #[command(
+        after_help = "Example:\n  lazysnap extract org/repo/main ./restored --store /srv/snaps\n  lazysnap extract --spec main.spec.json ./restored"
+    )]
     Extract {
-        /// Snapshot name.
-        name: String,
+        /// Snapshot name (left out with --spec), or the https:// URL of a
+        /// plain tar archive.
+        name: Option<String>,
         /// Destination; must not exist.
-        dest: PathBuf,
+        dest: Option<PathBuf>,
         #[command(flatten)]
-        store: StoreArg,
+        read: ReadArgs,
         /// Print {"bytes_fetched":N,"requests":M} on stderr at the end.
         #[arg(long)]
         stats: bool,
@@ -174,15 +198,16 @@ enum Command {
     /// in an upper dir, packed by `save`), or --read-only.
     #[command(
         after_help = "Example:\n  lazysnap mount org/repo/main /mnt/work --store /srv/snaps\n  \
-        lazysnap mount org/repo/main /mnt/ro --store /srv/snaps --read-only --cache-dir /var/cache/lazysnap"
+        lazysnap mount org/repo/main /mnt/ro --store /srv/snaps --read-only --cache-dir /var/cache/lazysnap\n  \
+        lazysnap mount --spec main.spec.json /mnt/work"
     )]
     Mount {
-        /// Snapshot name.
-        name: String,
+        /// Snapshot name (left out with --spec).
+        name: Option<String>,
         /// Mount point (an existing directory).
-        mountpoint: PathBuf,
+        mountpoint: Option<PathBuf>,
         #[command(flatten)]
-        store: StoreArg,
+        read: ReadArgs,
         /// Serve the snapshot read-only (no overlay, no upper dir).
         #[arg(long, conflicts_with = "upper")]
         read_only: bool,
@@ -237,6 +262,27 @@ enum Command {
     Umount {
         /// Mount point.
         mountpoint: PathBuf,
+    },
+    /// Write a mount spec: presigned GET URLs for a snapshot's whole chain,
+    /// with what a reader checks them against. Mount, extract, cat, ls and
+    /// inspect read through it (--spec) with no credentials at all.
+    #[command(
+        after_help = "Example:\n  lazysnap presign org/repo/main --store s3://bucket/snaps --expires 15m -o main.spec.json\n  \
+        lazysnap mount --spec main.spec.json /mnt/work\n\n\
+        The spec holds signed URLs: anyone with it can read the chain until it expires. \
+        URLs signed with temporary credentials (a role, IRSA) stop working when those expire."
+    )]
+    Presign {
+        /// Snapshot name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// How long the URLs work: 90s, 15m, 2h, 7d (at most 7 days).
+        #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+        expires: std::time::Duration,
+        /// Write the spec to this file (mode 0600) instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Delete a snapshot (refused while a diff's chain needs it).
     #[command(after_help = "Example:\n  lazysnap rm org/repo/old --store s3://bucket/snaps")]
@@ -311,10 +357,10 @@ enum Command {
     /// Show a snapshot's chain: itself and every parent down to the base.
     #[command(after_help = "Example:\n  lazysnap log org/repo/main-9 --store /srv/snaps")]
     Log {
-        /// Snapshot name.
-        name: String,
+        /// Snapshot name (left out with --spec).
+        name: Option<String>,
         #[command(flatten)]
-        store: StoreArg,
+        read: ReadArgs,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -356,6 +402,75 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
         _ => return Err(format!("bad size unit in {s:?} (use KiB, MiB, GiB, TiB)")),
     };
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} too large"))
+}
+
+/// Parse "90s", "15m", "2h", "7d", "900" (seconds).
+fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 90s, 15m, 2h, 7d)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("bad duration unit in {s:?} (use s, m, h, d)")),
+    };
+    n.checked_mul(mult)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} too large"))
+}
+
+/// With --spec, NAME is left out: what the user typed first is the
+/// positional after it. Returns (NAME, the next positional).
+fn spec_shift<T: From<String>>(
+    read: &ReadArgs,
+    name: Option<String>,
+    next: Option<T>,
+) -> Result<(Option<String>, Option<T>)> {
+    if read.spec.is_none() {
+        return Ok((name, next));
+    }
+    if next.is_some() {
+        return Err(Error::Usage(
+            "with --spec, leave NAME out: the spec names the snapshot".into(),
+        ));
+    }
+    Ok((None, name.map(T::from)))
+}
+
+/// The store a read command reads and the snapshot it names: `--store`
+/// and NAME, or `--spec` (which names the snapshot itself).
+fn read_target(read: &ReadArgs, name: Option<String>, read_timeout: u64) -> Result<(Store, String)> {
+    let uri = read_uri(read)?;
+    let store = Store::open(&uri)?.with_policy(policy(read_timeout));
+    let name = match (&read.spec, name) {
+        (Some(spec), None) => lazysnap::spec::MountSpec::load(spec)?.top().to_string(),
+        (Some(_), Some(_)) => {
+            return Err(Error::Usage(
+                "with --spec, leave NAME out: the spec names the snapshot".into(),
+            ))
+        }
+        (None, Some(n)) => n,
+        (None, None) => return Err(Error::Usage("NAME is required (or --spec FILE)".into())),
+    };
+    Ok((store, name))
+}
+
+/// The store URI of a read command: `--store`, or the spec as `spec:///ABS`.
+fn read_uri(read: &ReadArgs) -> Result<String> {
+    match &read.spec {
+        Some(p) => lazysnap::store::absolute_uri(&format!("{}{}", lazysnap::store::SPEC_SCHEME, p.display())),
+        None => Ok(read.store.store.to_string_lossy().into_owned()),
+    }
+}
+
+/// A positional the command needs.
+fn required<T>(v: Option<T>, what: &str) -> Result<T> {
+    v.ok_or_else(|| Error::Usage(format!("{what} is required")))
 }
 
 fn writer_opts(w: &WriteArgs) -> Result<WriterOptions> {
@@ -482,16 +597,19 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             report_written(&name, &w, t0.elapsed().as_secs_f64());
         }
         Command::Import {
-            file,
+            input,
             store,
             name,
             write,
         } => {
-            let w = lazysnap::build::import::import(h, &open_writable(&store)?, &name, &file, writer_opts(&write)?)?;
+            let st = open_writable(&store)?;
+            let stall = std::time::Duration::from_secs(read_timeout);
+            let w = lazysnap::build::import::import(h, &st, &name, &input, stall, writer_opts(&write)?)?;
             report_written(&name, &w, t0.elapsed().as_secs_f64());
         }
-        Command::Inspect { name, store, json } => {
-            let s = cmd::inspect::inspect(h, &open_store(&store)?, &name)?;
+        Command::Inspect { name, read, json } => {
+            let (st, name) = read_target(&read, name, read_timeout)?;
+            let s = cmd::inspect::inspect(h, &st, &name)?;
             if json {
                 print_json(&s)?;
             } else {
@@ -528,13 +646,11 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 println!("prefetch:    {} paths", s.prefetch);
             }
         }
-        Command::Ls {
-            name,
-            path,
-            store,
-            json,
-        } => {
-            let rows = cmd::inspect::ls(h, &open_store(&store)?, &name, &path)?;
+        Command::Ls { name, path, read, json } => {
+            let (name, path) = spec_shift(&read, name, path)?;
+            let (st, name) = read_target(&read, name, read_timeout)?;
+            let path = path.unwrap_or_else(|| "/".into());
+            let rows = cmd::inspect::ls(h, &st, &name, &path)?;
             if json {
                 print_json(&rows)?;
             } else {
@@ -552,18 +668,21 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
         Command::Cat {
             name,
             path,
-            store,
+            read,
             stats,
         } => {
-            let st = open_store(&store)?;
+            let (name, path) = spec_shift(&read, name, path)?;
+            let path = required(path, "PATH")?;
+            let (st, name) = read_target(&read, name, read_timeout)?;
             let res = cmd::inspect::cat(h, &st, &name, &path, &mut std::io::stdout().lock());
             if stats {
                 eprintln!("{}", st.stats().json());
             }
             res?;
         }
-        Command::Verify { name, store, json } => {
-            let r = cmd::verify::verify(h, &open_store(&store)?, &name)?;
+        Command::Verify { name, read, json } => {
+            let (st, name) = read_target(&read, name, read_timeout)?;
+            let r = cmd::verify::verify(h, &st, &name)?;
             if json {
                 print_json(&r)?;
             } else {
@@ -578,10 +697,16 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
         Command::Extract {
             name,
             dest,
-            store,
+            read,
             stats,
         } => {
-            let st = open_store(&store)?;
+            let (name, dest) = spec_shift(&read, name, dest)?;
+            let dest = required(dest, "DEST")?;
+            if let Some(url) = name.as_deref().filter(|n| lazysnap::build::import::is_url(n)) {
+                let stall = std::time::Duration::from_secs(read_timeout);
+                return cmd::extract::extract_archive(h, url, &dest, stall);
+            }
+            let (st, name) = read_target(&read, name, read_timeout)?;
             let res = cmd::extract::extract(h, &st, &name, &dest);
             if stats {
                 eprintln!("{}", st.stats().json());
@@ -591,7 +716,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
         Command::Mount {
             name,
             mountpoint,
-            store,
+            read,
             read_only,
             upper,
             cache_dir,
@@ -603,6 +728,12 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             allow_non_empty,
             foreground,
         } => {
+            let (name, mountpoint) = spec_shift(&read, name, mountpoint)?;
+            let mountpoint = required(mountpoint, "MOUNTPOINT")?;
+            let name = match (&read.spec, name) {
+                (Some(spec), _) => lazysnap::spec::MountSpec::load(spec)?.top().to_string(),
+                (None, n) => required(n, "NAME")?,
+            };
             lazysnap::store::snapshot_key(&name)?;
             // Checked here too, so a bad mount point is a usage error (exit 2).
             cmd::mount::check_mount_point(&cmd::mount::absolute(&mountpoint)?, allow_non_empty)?;
@@ -635,7 +766,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 discard_changes,
                 allow_non_empty,
             };
-            cmd::mount::run_foreground(rt, &store.store.to_string_lossy(), &name, &mountpoint, opts, placement)?;
+            cmd::mount::run_foreground(rt, &read_uri(&read)?, &name, &mountpoint, opts, placement)?;
         }
         Command::Save {
             mountpoint,
@@ -655,6 +786,28 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             match saved {
                 Some(w) => report_written(&name, &w, t0.elapsed().as_secs_f64()),
                 None => println!("nothing changed since {parent}: no snapshot created"),
+            }
+        }
+        Command::Presign {
+            name,
+            store,
+            expires,
+            output,
+        } => {
+            let spec = h.block_on(lazysnap::spec::MountSpec::presign(&open_store(&store)?, &name, expires))?;
+            let json = spec.to_json()? + "\n";
+            match output {
+                Some(p) => {
+                    lazysnap::tmp::write_file_atomic(&p, json.as_bytes(), 0o600)?;
+                    eprintln!(
+                        "wrote {}: {} layer{} of {name}, URLs valid until {}",
+                        p.display(),
+                        spec.layers.len(),
+                        if spec.layers.len() == 1 { "" } else { "s" },
+                        spec.expires.as_deref().unwrap_or("?")
+                    );
+                }
+                None => print!("{json}"),
             }
         }
         Command::Rm { name, store, force } => {
@@ -757,8 +910,9 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Log { name, store, json } => {
-            let (entries, broken) = cmd::inspect::log(h, &open_store(&store)?, &name)?;
+        Command::Log { name, read, json } => {
+            let (st, name) = read_target(&read, name, read_timeout)?;
+            let (entries, broken) = cmd::inspect::log(h, &st, &name)?;
             if json {
                 print_json(&entries)?;
             } else {

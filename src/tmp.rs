@@ -186,6 +186,31 @@ pub fn sweep(dir: &Path, is_temp: impl Fn(&str) -> bool) -> usize {
     removed
 }
 
+/// Write `data` to `path` atomically: a temporary name beside it (created
+/// with `mode`, synced), then a rename over `path`. Readers see the old
+/// file or the new one, never part of either; on failure `path` is
+/// untouched and the temporary is gone.
+pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> crate::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = File::options().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        crate::Error::io_path(path, e)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

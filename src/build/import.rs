@@ -9,7 +9,8 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::Path;
+
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 
@@ -18,26 +19,23 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::tarread::{TarEntry, TarKind, TarReader};
 use crate::format::writer::{WriterOptions, Written};
 use crate::format::{path, Entry, Kind};
-use crate::store::Store;
+use crate::store::{http, Store};
 use crate::{progress, sys};
 
-/// Import the tar archive at `file` as snapshot `name`.
-pub fn import(rt: &Handle, store: &Store, name: &str, file: &Path, opts: WriterOptions) -> Result<Written> {
-    let what = file.display().to_string();
-    let mut f = File::open(file).ctx(|| what.clone())?;
-    let total = f.metadata().ctx(|| what.clone())?.len();
-    let mut magic = [0u8; 4];
-    let n = f.read(&mut magic).ctx(|| what.clone())?;
-    let pb = progress::bytes(Some(total), "import");
-    let head = std::io::Cursor::new(magic[..n].to_vec());
-    let raw = BufReader::with_capacity(1 << 20, pb.wrap_read(head.chain(f)));
-    let pb = indicatif::ProgressBar::hidden();
-    let input: Box<dyn Read> = match &magic[..n] {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::with_buffer(raw).ctx(|| what.clone())?),
-        _ => Box::new(raw),
-    };
+/// Import the tar archive at `input` (a path, or an http(s) URL such as a
+/// presigned GET, streamed) as snapshot `name`. `stall`: how long a URL's
+/// stream may stay silent.
+pub fn import(
+    rt: &Handle,
+    store: &Store,
+    name: &str,
+    input: &str,
+    stall: Duration,
+    opts: WriterOptions,
+) -> Result<Written> {
+    let (input, what) = open_archive(rt, input, stall, "import")?;
     let root = sys::is_root();
+    let pb = indicatif::ProgressBar::hidden();
     publish(rt, store, name, opts, pb.clone(), |w| {
         let mut ar = TarReader::new(input, what.clone());
         while let Some(t) = ar.next_entry().map_err(not_a_tar)? {
@@ -59,8 +57,53 @@ pub fn import(rt: &Handle, store: &Store, name: &str, file: &Path, opts: WriterO
     })
 }
 
+/// Is `input` a URL (rather than a path)?
+pub fn is_url(input: &str) -> bool {
+    input.starts_with("https://") || input.starts_with("http://")
+}
+
+/// The tar stream of archive `input` (a path, or an http(s) URL streamed
+/// with no local copy), decompressed by its magic (gzip, zstd, or none),
+/// with a progress bar labelled `label` over the raw bytes; and a name for
+/// it in messages (a URL without its query).
+pub fn open_archive(rt: &Handle, input: &str, stall: Duration, label: &str) -> Result<(Box<dyn Read>, String)> {
+    let (mut raw, total, what): (Box<dyn Read>, Option<u64>, String) = if is_url(input) {
+        let url = http::parse_url(input, "archive URL")?;
+        let what = http::shown(&url);
+        let object = http::UrlObject {
+            client: http::client()?,
+            expires: http::url_expiry(&url),
+            what: what.clone(),
+            url,
+        };
+        let (r, size) = http::body_reader(rt, object, stall)?;
+        (Box::new(r), size, what)
+    } else {
+        let f = File::open(input).ctx(|| input.to_string())?;
+        let size = f.metadata().ctx(|| input.to_string())?.len();
+        (Box::new(f), Some(size), input.to_string())
+    };
+    let mut magic = [0u8; 4];
+    let mut n = 0;
+    while n < magic.len() {
+        match raw.read(&mut magic[n..]).ctx(|| what.clone())? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let pb = progress::bytes(total, label);
+    let head = std::io::Cursor::new(magic[..n].to_vec());
+    let raw = BufReader::with_capacity(1 << 20, pb.wrap_read(head.chain(raw)));
+    let input: Box<dyn Read> = match &magic[..n] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::with_buffer(raw).ctx(|| what.clone())?),
+        _ => Box::new(raw),
+    };
+    Ok((input, what))
+}
+
 /// The reader's findings are about a foreign archive, not a snapshot.
-fn not_a_tar(e: Error) -> Error {
+pub fn not_a_tar(e: Error) -> Error {
     match e {
         Error::Corrupt { what, why } => Error::Invalid {
             what,
@@ -70,7 +113,8 @@ fn not_a_tar(e: Error) -> Error {
     }
 }
 
-fn in_archive(what: &str, e: Error) -> Error {
+/// A refusal about an entry, naming the archive too.
+pub fn in_archive(what: &str, e: Error) -> Error {
     match e {
         Error::Refused { what: w, why } => Error::refused(format!("{what}: entry {w}"), why),
         e => e,

@@ -51,8 +51,7 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
         tree.len(),
         dest.display()
     );
-    let root = sys::is_root();
-    if !root {
+    if !sys::is_root() {
         if let Some((_, e, _)) = tree
             .names()
             .find(|(_, e, _)| matches!(e.kind, Kind::Char | Kind::Block))
@@ -63,6 +62,51 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
             ));
         }
     }
+    into_new_dir(rt, dest, |ex| {
+        let snap = chain.top();
+        let index = snap.index.clone();
+        let pb = progress::bytes(Some(index.tar_size), "extract");
+        let done = if chain.snapshots.len() == 1 {
+            // A full snapshot: stream every frame in order, in parallel.
+            let rx = stream_frames(
+                snap.object.clone(),
+                Arc::new(index.frames.clone()),
+                PARALLEL,
+                snap.name.clone(),
+            );
+            let mut frames = Frames {
+                rx: crate::fetch::stream::StreamReader::new(rx).with_progress(pb.clone()),
+                buf: VecDeque::new(),
+            };
+            ex.run(&index, &mut frames)
+        } else {
+            Fetcher::new(chain.layers(), FetchConfig::default()).and_then(|f| ex.run_view(rt, &tree, &f, &pb))
+        };
+        pb.finish_and_clear();
+        done
+    })
+}
+
+/// Stream the plain tar archive (.tar, .tar.gz, .tar.zst) at `url` into
+/// the new directory `dest`, with no local copy of the archive. Every entry
+/// is checked as `import` checks it (relative paths without `..`, nothing
+/// beneath a symlink or a file, hardlinks to files already extracted,
+/// device nodes only as root); missing parent directories are created.
+/// `stall`: how long the stream may stay silent.
+pub fn extract_archive(rt: &Handle, url: &str, dest: &Path, stall: std::time::Duration) -> Result<()> {
+    if std::fs::symlink_metadata(dest).is_ok() {
+        return Err(Error::Exists {
+            what: dest.display().to_string(),
+        });
+    }
+    let (input, what) = crate::build::import::open_archive(rt, url, stall, "extract")?;
+    into_new_dir(rt, dest, |ex| ex.run_archive(input, &what))
+}
+
+/// Run `fill` on an extractor writing into a private temporary directory
+/// beside `dest` (which must not exist), then rename it to `dest`. On any
+/// error the temporary directory is removed and `dest` is untouched.
+fn into_new_dir(rt: &Handle, dest: &Path, fill: impl FnOnce(&Extractor) -> Result<()>) -> Result<()> {
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -87,27 +131,11 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
         }
     };
     let _guard = rt.enter();
-    let ex = Extractor { tmp: tmp.clone(), root };
-    let snap = chain.top();
-    let index = snap.index.clone();
-    let pb = progress::bytes(Some(index.tar_size), "extract");
-    let done = if chain.snapshots.len() == 1 {
-        // A full snapshot: stream every frame in order, in parallel.
-        let rx = stream_frames(
-            snap.object.clone(),
-            Arc::new(index.frames.clone()),
-            PARALLEL,
-            snap.name.clone(),
-        );
-        let mut frames = Frames {
-            rx: crate::fetch::stream::StreamReader::new(rx).with_progress(pb.clone()),
-            buf: VecDeque::new(),
-        };
-        ex.run(&index, &mut frames)
-    } else {
-        Fetcher::new(chain.layers(), FetchConfig::default()).and_then(|f| ex.run_view(rt, &tree, &f, &pb))
+    let ex = Extractor {
+        tmp: tmp.clone(),
+        root: sys::is_root(),
     };
-    let res = done.and_then(|()| {
+    let res = fill(&ex).and_then(|()| {
         sys::rename_noreplace(&tmp, dest).map_err(|e| {
             if e.raw_os_error() == Some(libc::EEXIST) || e.raw_os_error() == Some(libc::ENOTEMPTY) {
                 Error::Exists {
@@ -118,7 +146,6 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
             }
         })
     });
-    pb.finish_and_clear();
     if res.is_err() {
         remove_tree(&tmp);
     }
@@ -324,6 +351,94 @@ impl Extractor {
         }
         let rest: Vec<(&Entry, Option<&[u8]>)> = names.iter().map(|&(_, e, same_as)| (e, same_as)).collect();
         self.finish_tree(&rest)
+    }
+
+    /// Write the entries of a plain tar stream as they arrive (see
+    /// [`extract_archive`]); symlinks, hardlinks, fifos and directory
+    /// metadata come last, as for a snapshot.
+    fn run_archive(&self, input: Box<dyn std::io::Read>, what: &str) -> Result<()> {
+        use crate::build::import;
+        use crate::format::tarread::TarReader;
+        let mut ar = TarReader::new(input, what.to_string());
+        // Every name written, by path, and its entry (the last one wins).
+        let mut seen: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let refuse = |p: &[u8], why: &str| Error::refused(format!("{what}: entry {}", path::display(p)), why);
+        while let Some(t) = ar.next_entry().map_err(import::not_a_tar)? {
+            let e = import::entry_from_tar(&t).map_err(|err| import::in_archive(what, err))?;
+            if matches!(e.kind, Kind::Char | Kind::Block) && !self.root {
+                return Err(refuse(&e.path, "device nodes are extracted only by root"));
+            }
+            // Parents: directories written before, or created now; never
+            // anything else (nothing is ever written through a symlink).
+            let mut at = 0;
+            while let Some(i) = e.path[at..].iter().position(|&b| b == b'/') {
+                let parent = e.path[..at + i].to_vec();
+                at += i + 1;
+                match seen.get(&parent) {
+                    Some(&j) if entries[j].kind == Kind::Dir => {}
+                    Some(_) => return Err(refuse(&e.path, "beneath an entry that is not a directory")),
+                    None => {
+                        let mut d = Entry::new(parent.clone(), Kind::Dir);
+                        d.mode = 0o755;
+                        d.mtime = now;
+                        self.make_dirs(std::iter::once(&d))?;
+                        seen.insert(parent, entries.len());
+                        entries.push(d);
+                    }
+                }
+            }
+            if e.kind == Kind::Hardlink {
+                match seen.get(&e.link) {
+                    Some(&j) if entries[j].kind == Kind::File => {}
+                    _ => {
+                        return Err(refuse(
+                            &e.path,
+                            "hardlink to a name that is not a file extracted before it",
+                        ))
+                    }
+                }
+            }
+            let slot = match seen.get(&e.path) {
+                Some(&j) if entries[j].kind != e.kind => {
+                    return Err(refuse(&e.path, "appears twice, as different types"));
+                }
+                Some(&j) => {
+                    if e.kind == Kind::File {
+                        let p = self.target(&entries[j]);
+                        std::fs::remove_file(&p).ctx(|| p.display().to_string())?;
+                    }
+                    Some(j)
+                }
+                None => None,
+            };
+            match e.kind {
+                Kind::Dir if slot.is_none() => self.make_dirs(std::iter::once(&e))?,
+                Kind::File => {
+                    let p = self.target(&e);
+                    let mut f = self.create_file(&p)?;
+                    std::io::copy(&mut ar.data(), &mut f).map_err(|err| Error::io(p.display().to_string(), err))?;
+                    self.finish_file(&e, &p, &f)?;
+                }
+                _ => {}
+            }
+            match slot {
+                Some(j) => entries[j] = e,
+                None => {
+                    seen.insert(e.path.clone(), entries.len());
+                    entries.push(e);
+                }
+            }
+        }
+        let names: Vec<(&Entry, Option<&[u8]>)> = entries
+            .iter()
+            .filter(|e| e.kind != Kind::File)
+            .map(|e| (e, (e.kind == Kind::Hardlink).then_some(e.link.as_slice())))
+            .collect();
+        self.finish_tree(&names)
     }
 
     fn create_file(&self, p: &Path) -> Result<File> {

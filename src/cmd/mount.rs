@@ -114,11 +114,8 @@ pub fn read_record(mnt: &Path) -> Result<Option<MountRecord>> {
 }
 
 fn write_record(r: &MountRecord) -> Result<()> {
-    let p = record_path(&r.mountpoint);
-    let tmp = p.with_extension("json.tmp");
     let data = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
-    std::fs::write(&tmp, data).ctx(|| tmp.display().to_string())?;
-    std::fs::rename(&tmp, &p).ctx(|| p.display().to_string())
+    crate::tmp::write_file_atomic(&record_path(&r.mountpoint), &data, 0o644)
 }
 
 fn remove_record(mnt: &Path) {

@@ -39,6 +39,43 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Day number (days since 1970-01-01) of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Seconds since the epoch of a UTC time written `YYYY-MM-DDTHH:MM:SS`
+/// (RFC 3339, fractions ignored, `Z` or `+00:00`) or compactly
+/// `YYYYMMDDTHHMMSSZ` (as SigV4's `X-Amz-Date`). `None` for anything else,
+/// other offsets included.
+pub fn parse_utc(s: &str) -> Option<i64> {
+    let digits: String = s.chars().filter(char::is_ascii_digit).take(14).collect();
+    let b = s.as_bytes();
+    let compact = b.len() == 16 && b[8] == b'T' && b[15] == b'Z';
+    let extended = b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && (b[10] == b'T' || b[10] == b't') && b[13] == b':';
+    if digits.len() != 14 || !(compact || extended) {
+        return None;
+    }
+    if extended {
+        let zone = s[19..].trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+        if !matches!(zone, "Z" | "z" | "+00:00" | "-00:00") {
+            return None;
+        }
+    }
+    let n = |r: std::ops::Range<usize>| digits[r].parse::<u32>().ok();
+    let (y, mo, d, h, mi, sec) = (n(0..4)?, n(4..6)?, n(6..8)?, n(8..10)?, n(10..12)?, n(12..14)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    Some(days_from_civil(i64::from(y), mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + sec))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +95,27 @@ mod tests {
             let next_month = d == 1 && ((y, m) == (prev.0, prev.1 + 1) || (m == 1 && y == prev.0 + 1 && prev.1 == 12));
             assert!(next_day || next_month, "{prev:?} -> {:?}", (y, m, d));
             prev = (y, m, d);
+            assert_eq!(days_from_civil(y, m, d), day);
+        }
+    }
+
+    #[test]
+    fn parses_what_it_writes_and_sigv4_dates() {
+        for secs in [0, 951_782_400, 1_796_184_148, 4_102_444_799] {
+            assert_eq!(parse_utc(&rfc3339(secs, 0)), Some(secs));
+            assert_eq!(parse_utc(&rfc3339(secs, 5)), Some(secs));
+        }
+        assert_eq!(parse_utc("20261202T040228Z"), Some(1_796_184_148));
+        assert_eq!(parse_utc("2026-12-02T04:02:28+00:00"), Some(1_796_184_148));
+        for bad in [
+            "",
+            "2026-12-02",
+            "2026-12-02T04:02:28+01:00",
+            "2026-13-02T04:02:28Z",
+            "20261202T040228",
+            "x026-12-02T04:02:28Z",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad:?}");
         }
     }
 }

@@ -16,6 +16,7 @@
 //! retry layer, which decides from an error's kind alone.
 
 pub mod faulty;
+pub mod http;
 pub mod local;
 pub mod s3;
 
@@ -29,6 +30,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::{Error, Result, StoreErrorKind};
+
+/// How a mount spec is named where a store URI goes (mount records):
+/// `spec:///ABS/FILE.json`, a read-only store of the spec's layers.
+pub const SPEC_SCHEME: &str = "spec://";
 
 /// Suffix appended to a snapshot name to form its object key.
 pub const SNAPSHOT_SUFFIX: &str = ".tar.zst";
@@ -99,6 +104,14 @@ pub trait ObjectBucket: Send + Sync + 'static {
     async fn collect_garbage(&self) -> Result<usize> {
         Ok(0)
     }
+}
+
+/// Hands out presigned GET URLs: the capability a credential-free reader
+/// is given access through.
+#[async_trait]
+pub trait ObjectSigner: Send + Sync + 'static {
+    /// A URL that GETs object `key` until `expires` from now.
+    async fn presign_get(&self, key: &str, expires: Duration) -> Result<String>;
 }
 
 /// A backend with both capabilities (a local directory, a bucket).
@@ -202,6 +215,7 @@ impl Default for RetryPolicy {
 pub struct Store {
     source: Arc<dyn ObjectSource>,
     bucket: Option<Arc<dyn ObjectBucket>>,
+    signer: Option<Arc<dyn ObjectSigner>>,
     stats: Arc<StoreStats>,
     policy: RetryPolicy,
 }
@@ -212,6 +226,7 @@ impl Store {
         Store {
             source: inner.clone(),
             bucket: Some(inner),
+            signer: None,
             stats: Arc::new(StoreStats::default()),
             policy: RetryPolicy::default(),
         }
@@ -222,9 +237,27 @@ impl Store {
         Store {
             source,
             bucket: None,
+            signer: None,
             stats: Arc::new(StoreStats::default()),
             policy: RetryPolicy::default(),
         }
+    }
+
+    /// The same store, able to presign URLs with `signer`.
+    pub fn with_signer(mut self, signer: Arc<dyn ObjectSigner>) -> Store {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// A presigned GET URL for object `key`, valid for `expires`.
+    pub async fn presign_get(&self, key: &str, expires: Duration) -> Result<String> {
+        let signer = self.signer.as_ref().ok_or_else(|| {
+            Error::Usage(format!(
+                "{} cannot presign URLs (only s3:// stores can)",
+                self.describe()
+            ))
+        })?;
+        self.deadline(key, signer.presign_get(key, expires)).await
     }
 
     /// The same store with another retry policy (counters are shared).
@@ -255,19 +288,25 @@ impl Store {
     /// Open an existing store for reading: `file:///DIR` or a plain path.
     /// A missing store is an error naming it (nothing is created).
     pub fn open(uri: &str) -> Result<Store> {
-        if uri.starts_with("s3://") {
-            return Ok(Store::new(Arc::new(s3::S3Store::connect(uri)?)));
-        }
-        Ok(Store::new(Arc::new(local::LocalStore::new(local_dir(uri)?, false)?)))
+        Store::connect(uri, false)
     }
 
     /// Open a store to write into, creating a local store's directory if
     /// it is missing.
     pub fn open_writable(uri: &str) -> Result<Store> {
+        Store::connect(uri, true)
+    }
+
+    fn connect(uri: &str, create: bool) -> Result<Store> {
         if uri.starts_with("s3://") {
-            return Ok(Store::new(Arc::new(s3::S3Store::connect(uri)?)));
+            let s3 = Arc::new(s3::S3Store::connect(uri)?);
+            return Ok(Store::new(s3.clone()).with_signer(s3));
         }
-        Ok(Store::new(Arc::new(local::LocalStore::new(local_dir(uri)?, true)?)))
+        if let Some(path) = uri.strip_prefix(SPEC_SCHEME) {
+            let spec = crate::spec::MountSpec::load(std::path::Path::new(path))?;
+            return Ok(Store::read_only(Arc::new(crate::spec::SpecSource::new(spec, path)?)));
+        }
+        Ok(Store::new(Arc::new(local::LocalStore::new(local_dir(uri)?, create)?)))
     }
 
     /// The counters.
@@ -419,6 +458,18 @@ impl ObjectHandle {
     }
 }
 
+/// A `Content-Range` value `bytes a-b/total` as (a, b + 1, total).
+pub(crate) fn content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    Some((
+        a.parse().ok()?,
+        b.parse::<u64>().ok()?.checked_add(1)?,
+        total.parse().ok()?,
+    ))
+}
+
 /// Run `fut` once under `policy`'s deadline.
 async fn deadline<T>(policy: RetryPolicy, what: &str, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     match tokio::time::timeout(policy.timeout, fut).await {
@@ -552,6 +603,10 @@ fn local_dir(uri: &str) -> Result<PathBuf> {
 /// symlinks resolved where the directory exists), so it means the same
 /// store from any working directory.
 pub fn absolute_uri(uri: &str) -> Result<String> {
+    if let Some(path) = uri.strip_prefix(SPEC_SCHEME) {
+        let abs = std::path::absolute(path).map_err(|e| Error::io(format!("spec {path}"), e))?;
+        return Ok(format!("{SPEC_SCHEME}{}", abs.display()));
+    }
     if uri.starts_with("s3://") {
         s3::parse_uri(uri)?;
         return Ok(uri.to_string());

@@ -22,7 +22,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
-use super::{ObjectBucket, ObjectId, ObjectReader, ObjectSource, Priority, Upload};
+use super::{content_range, ObjectBucket, ObjectId, ObjectReader, ObjectSigner, ObjectSource, Priority, Upload};
 use crate::error::{Error, Result, StoreErrorKind};
 
 /// The first parts of a multipart upload.
@@ -151,14 +151,6 @@ fn store_error<E: ProvideErrorMetadata>(what: &str, e: &SdkError<E, aws_sdk_s3::
         },
     };
     Error::store(kind, what, why)
-}
-
-/// `bytes a-b/total` -> (a, b + 1, total).
-fn content_range(v: &str) -> Option<(u64, u64, u64)> {
-    let rest = v.trim().strip_prefix("bytes ")?;
-    let (span, total) = rest.split_once('/')?;
-    let (a, b) = span.split_once('-')?;
-    Some((a.parse().ok()?, b.parse::<u64>().ok()? + 1, total.parse().ok()?))
 }
 
 struct S3Reader {
@@ -353,6 +345,33 @@ impl S3Store {
             None => body.len() as u64,
         };
         Ok((body, size, etag))
+    }
+}
+
+/// Longest life of a SigV4 presigned URL.
+pub const MAX_PRESIGN: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+#[async_trait]
+impl ObjectSigner for S3Store {
+    async fn presign_get(&self, key: &str, expires: std::time::Duration) -> Result<String> {
+        let k = self.key(key);
+        if expires > MAX_PRESIGN || expires.is_zero() {
+            return Err(Error::Usage(format!(
+                "presigned URLs live from 1 s to 7 days (SigV4), not {}s",
+                expires.as_secs()
+            )));
+        }
+        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| Error::Usage(format!("presigning {k}: {e}")))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&k)
+            .presigned(cfg)
+            .await
+            .map_err(|e| store_error(&k, &e))?;
+        Ok(req.uri().to_string())
     }
 }
 

@@ -108,20 +108,8 @@ impl Workspace {
 
     /// Write the record into `dir` atomically (temp file, fsync, rename).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let p = dir.join(RECORD);
-        let tmp = dir.join(format!(".{RECORD}.tmp-{}", std::process::id()));
         let data = serde_json::to_vec_pretty(self).map_err(|e| Error::Internal(e.to_string()))?;
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &p)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io_path(&p, e)
-        })
+        crate::tmp::write_file_atomic(&dir.join(RECORD), &data, 0o644)
     }
 
     /// May `name` (at `digest`) be mounted over this workspace's upper dir?
