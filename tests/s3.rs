@@ -376,3 +376,140 @@ fn throttling_bursts_are_retried_and_a_stall_is_a_timeout() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("timed out"), "{err}");
 }
+
+/// `len` incompressible bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+/// A shaping proxy in front of the test server, with `rtt`, on a runtime
+/// of its own (kept alive with it).
+fn shaper(s3: &S3Env, rtt: std::time::Duration) -> (lazysnap::shaper::Shaper, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let shape = lazysnap::shaper::LinkShape { rtt, bandwidth: None };
+    let listen = "127.0.0.1:0".parse().expect("addr");
+    let sh = rt
+        .block_on(lazysnap::shaper::Shaper::start(listen, s3.addr, shape))
+        .expect("shaper");
+    (sh, rt)
+}
+
+/// S3's smallest part, which s3s-fs enforces too (EntityTooSmall).
+const SMALL_PART: usize = 5 << 20;
+
+/// "at most N uploading at once", as the upload logs it at debug level.
+fn most_at_once(stderr: &[u8]) -> Option<usize> {
+    let log = String::from_utf8_lossy(stderr);
+    let line = log.lines().find(|l| l.contains("uploading at once"))?;
+    line.split("at most ").nth(1)?.split(' ').next()?.parse().ok()
+}
+
+/// A create big enough for 12 parts, through a link with a 300 ms round
+/// trip: the parts overlap (the upload itself counts the part requests on
+/// the wire at once: 1 would mean one after another), which makes it
+/// seconds faster than one part at a time, and the object extracts to the
+/// source tree.
+#[test]
+fn parts_upload_in_parallel_and_round_trip() {
+    let s3 = S3Env::new();
+    let t = s3.env.p("t");
+    fs::create_dir(&t).expect("mkdir");
+    fs::write(t.join("big"), noise(12 * SMALL_PART - (1 << 20), 7)).expect("write");
+    fs::write(t.join("small"), b"and a small one").expect("write");
+    let rtt = std::time::Duration::from_millis(300);
+    let (sh, _rt) = shaper(&s3, rtt);
+    let create = |name: &str, in_flight: usize| {
+        let mut c = s3.cmd();
+        c.env("AWS_ENDPOINT_URL", format!("http://{}", sh.addr()))
+            .env("LAZYSNAP_S3_PART_SIZE", SMALL_PART.to_string())
+            .env("LAZYSNAP_S3_PARTS_IN_FLIGHT", in_flight.to_string())
+            .env("RUST_LOG", "lazysnap::store::s3=debug")
+            .arg("create")
+            .arg(&t)
+            .args(["--store", STORE, "--name", name]);
+        let t0 = std::time::Instant::now();
+        let o = run_ok(&mut c);
+        (t0.elapsed(), most_at_once(&o.stderr), o)
+    };
+    let (parallel, most, o) = create("parallel", 4);
+    let most = most.unwrap_or_else(|| panic!("no part count logged: {}", String::from_utf8_lossy(&o.stderr)));
+    assert!(most >= 3, "parts did not overlap: at most {most} at once");
+    let (sequential, one, _) = create("sequential", 1);
+    assert_eq!(one, Some(1));
+    eprintln!("12 parts of 5 MiB at {rtt:?} RTT: {parallel:?} 4 at once, {sequential:?} one at a time");
+    // One at a time, the 12 parts alone cost at least 12 round trips.
+    assert!(
+        parallel + rtt * 4 < sequential,
+        "parallel {parallel:?}, sequential {sequential:?}"
+    );
+    let out = s3.env.p("out");
+    run_ok(
+        s3.cmd()
+            .args(["extract", "parallel"])
+            .arg(&out)
+            .args(["--store", STORE]),
+    );
+    assert_trees_equal(&t, &out);
+    assert_eq!(uploads_in_progress(&s3), (0, 0));
+}
+
+/// A part that fails for good in the middle of an upload (the server
+/// cannot store part 6: a directory stands where it writes it, so it
+/// answers 500 every time) stops the upload: the save fails naming the key
+/// and the part, the parts in flight are cancelled, the multipart upload
+/// is aborted and its record removed, and nothing is published.
+#[test]
+fn a_part_failing_midway_aborts_the_whole_upload() {
+    let s3 = S3Env::new();
+    let t = s3.env.p("t");
+    fs::create_dir(&t).expect("mkdir");
+    fs::write(t.join("big"), noise(10 * SMALL_PART, 11)).expect("write");
+    // Latency, so the test sees the upload's id before part 6 is sent.
+    let (sh, _rt) = shaper(&s3, std::time::Duration::from_millis(300));
+    let child = s3
+        .cmd()
+        .env("AWS_ENDPOINT_URL", format!("http://{}", sh.addr()))
+        .env("LAZYSNAP_S3_PART_SIZE", SMALL_PART.to_string())
+        .arg("create")
+        .arg(&t)
+        .args(["--store", STORE, "--name", "failing"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let records = s3.root.join("snaps/ws/.lazysnap-uploads");
+    let t0 = std::time::Instant::now();
+    let id = loop {
+        let rec = fs::read_dir(&records)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| fs::read(e.path()).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        if let Some(id) = rec.as_ref().and_then(|r| r["upload_id"].as_str()) {
+            break id.to_string();
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60), "no upload started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let blocker = s3.root.join(format!(".upload_id-{id}.part-6"));
+    fs::create_dir(&blocker).expect("mkdir");
+    let o = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the create succeeded");
+    assert!(err.contains("ws/failing.tar.zst (part 6)"), "{err}");
+    fs::remove_dir(&blocker).expect("rmdir");
+    assert!(!s3.object("failing").exists(), "a failed upload published");
+    assert_eq!(uploads_in_progress(&s3), (0, 0), "the failed upload is still there");
+}

@@ -11,8 +11,51 @@
 //! failure, never bytes of two objects. A 200 answer to a ranged GET is an
 //! invalid answer, not data. Failures are mapped to the store's error kinds
 //! here, once; the retry layer above decides from the kind.
+//!
+//! Uploads: an object smaller than one part is one conditional PUT. A larger
+//! one is a multipart upload whose id is recorded (under
+//! `prefix/.lazysnap-uploads/`) before its first part, so the next save or
+//! `gc` can abort it if its writer dies. The part being filled is a
+//! `BytesMut`; once full it is frozen (no copy) and handed to a spawned task
+//! that uploads it, while the writer goes on filling the next. At most
+//! [`PARTS_IN_FLIGHT`] (4) parts are in flight; a fifth full part waits for
+//! one to finish (backpressure on `write`). A failed part (after
+//! [`PART_ATTEMPTS`] tries, on the transient kinds only) stops the others,
+//! aborts the upload and forgets its record; the error names the key and
+//! the part. Parts are completed in part-number order, with `If-None-Match`.
+//!
+//! Part sizes: 8 MiB for parts 1–1,000, doubling every 1,000 parts, capped
+//! at 512 MiB, so an upload of unknown size fits S3's 10,000 parts up to
+//! 1000 × (8 + 16 + 32 + 64 + 128 + 256) MiB + 4000 × 512 MiB = 2,552,000 MiB
+//! (~2.4 TiB; S3 allows 5 TiB, but no part may exceed the memory bound).
+//!
+//! Memory bound: an upload holds at most [`UPLOAD_MEMORY`] = 512 MiB of data,
+//! counting the parts in flight and the part being filled. The writer may
+//! fill part `n + 1` only if (bytes in flight) + size(`n + 1`) ≤ 512 MiB,
+//! so parts in memory ≤ min(4 + 1, 512 MiB / size):
+//!
+//! | parts        | size    | in memory at most | bytes         | object up to |
+//! |--------------|---------|-------------------|---------------|--------------|
+//! | 1–1000       | 8 MiB   | 5                 | 40 MiB        | 7.8 GiB      |
+//! | 1001–2000    | 16 MiB  | 5                 | 80 MiB        | 23 GiB       |
+//! | 2001–3000    | 32 MiB  | 5                 | 160 MiB       | 55 GiB       |
+//! | 3001–4000    | 64 MiB  | 5                 | 320 MiB       | 117 GiB      |
+//! | 4001–5000    | 128 MiB | 4 (3 in flight)   | 512 MiB       | 242 GiB      |
+//! | 5001–6000    | 256 MiB | 2 (1 in flight)   | 512 MiB       | 492 GiB      |
+//! | 6001–10000   | 512 MiB | 1 (one at a time) | 512 MiB       | 2.4 TiB      |
+//!
+//! So at defaults a save of up to 7.8 GiB holds 40 MiB of parts, and no
+//! upload ever holds more than 512 MiB (the unit test `memory_bound` walks
+//! all 10,000 parts). On top of that: the caller's write buffer (8 MiB
+//! chunks in `build::publish`) and the SDK's small per-request state.
+//!
+//! For tests, `LAZYSNAP_S3_PART_SIZE` (bytes, 5 MiB to 512 MiB: S3 refuses
+//! smaller parts) sets the first parts' size, and
+//! `LAZYSNAP_S3_PARTS_IN_FLIGHT` (1 to 16) how many go at once; the bound
+//! above holds whatever they say.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -20,20 +63,119 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinSet;
 
 use super::{content_range, ObjectBucket, ObjectId, ObjectReader, ObjectSigner, ObjectSource, Priority, Upload};
 use crate::error::{Error, Result, StoreErrorKind};
 
-/// The first parts of a multipart upload.
+/// S3's limit on the parts of one multipart upload.
+const MAX_PARTS: usize = 10_000;
+
+/// S3's smallest part (every part but the last).
+const MIN_PART: usize = 5 << 20;
+
+/// The first parts of a multipart upload, by default.
 const FIRST_PART: usize = 8 << 20;
 
-/// The size of part `n` (1-based): 8 MiB for the first 1,000 parts, then
-/// doubling every 1,000, so an upload of unknown size fits S3's 10,000
-/// parts up to ~8 TB (past S3's 5 TiB object limit) while small uploads
-/// use small parts. One part is buffered at a time.
+/// The most upload data an [`S3Upload`] holds: the parts in flight plus
+/// the part being filled. No part is larger, so an upload can always go on
+/// (one part at a time, at worst).
+pub const UPLOAD_MEMORY: usize = 512 << 20;
+
+/// Part uploads in flight at once, by default (`LAZYSNAP_S3_PARTS_IN_FLIGHT`
+/// changes it, 1 to [`MAX_PARTS_IN_FLIGHT`]). With the part being filled
+/// that is 5 parts in memory: 40 MiB while parts are 8 MiB (the first
+/// 1,000 parts, an object up to 7.8 GiB); 80, 160, 320 MiB at 16, 32,
+/// 64 MiB. Where 5 parts would not fit in [`UPLOAD_MEMORY`], fewer are held
+/// (4 × 128 MiB: 3 in flight while the 4th fills; 2 × 256 MiB; 1 × 512 MiB,
+/// sent while the writer waits), so never more than 512 MiB in all (the
+/// module doc has the table).
+pub const PARTS_IN_FLIGHT: usize = 4;
+
+/// The most `LAZYSNAP_S3_PARTS_IN_FLIGHT` may ask for.
+const MAX_PARTS_IN_FLIGHT: usize = 16;
+
+/// Attempts per part upload (parts alone are retried here: see
+/// [`upload_part`]).
+const PART_ATTEMPTS: u32 = 3;
+
+/// Pause before a part's first retry; doubles after each (×4 when
+/// throttled), as the store's retry layer does.
+const PART_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The size of part `n` (1-based) with the default first part: 8 MiB for
+/// the first 1,000 parts, then doubling every 1,000 up to
+/// [`UPLOAD_MEMORY`], so an upload of unknown size fits S3's 10,000 parts
+/// up to ~2.4 TiB while small uploads use small parts.
 pub fn part_size(n: usize) -> usize {
-    FIRST_PART << ((n.saturating_sub(1) / 1000).min(9))
+    PartPlan::default().size(n)
+}
+
+/// How an upload is cut into parts and how many go at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PartPlan {
+    /// Size of the first 1,000 parts.
+    first: usize,
+    /// Part uploads in flight at most.
+    in_flight: usize,
+}
+
+impl Default for PartPlan {
+    fn default() -> Self {
+        PartPlan {
+            first: FIRST_PART,
+            in_flight: PARTS_IN_FLIGHT,
+        }
+    }
+}
+
+impl PartPlan {
+    /// From the environment: `LAZYSNAP_S3_PART_SIZE` (bytes, for tests:
+    /// small parts make a small upload multipart) and
+    /// `LAZYSNAP_S3_PARTS_IN_FLIGHT`.
+    fn from_env() -> Result<PartPlan> {
+        let mut plan = PartPlan::default();
+        let var = |name: &str, range: std::ops::RangeInclusive<usize>| -> Result<Option<usize>> {
+            let Ok(v) = std::env::var(name) else {
+                return Ok(None);
+            };
+            match v.trim().parse::<usize>() {
+                Ok(n) if range.contains(&n) => Ok(Some(n)),
+                _ => Err(Error::Usage(format!(
+                    "{name}={v:?}: expected a number from {} to {}",
+                    range.start(),
+                    range.end()
+                ))),
+            }
+        };
+        if let Some(first) = var("LAZYSNAP_S3_PART_SIZE", MIN_PART..=UPLOAD_MEMORY)? {
+            plan.first = first;
+        }
+        if let Some(n) = var("LAZYSNAP_S3_PARTS_IN_FLIGHT", 1..=MAX_PARTS_IN_FLIGHT)? {
+            plan.in_flight = n;
+        }
+        Ok(plan)
+    }
+
+    /// The size of part `n` (1-based): `first` for parts 1 to 1,000, doubling
+    /// every 1,000 parts, never above [`UPLOAD_MEMORY`].
+    fn size(&self, n: usize) -> usize {
+        let doublings = (n.saturating_sub(1) / 1000).min(16) as u32;
+        self.first.saturating_mul(1 << doublings).min(UPLOAD_MEMORY)
+    }
+
+    /// May another part start while `count` are in flight?
+    fn may_start(&self, count: usize) -> bool {
+        count < self.in_flight
+    }
+
+    /// May the writer fill part `next` while `count` parts holding `bytes`
+    /// are in flight? Only if all of it fits in [`UPLOAD_MEMORY`] (or
+    /// nothing is in flight: a part alone always fits).
+    fn may_fill(&self, count: usize, bytes: usize, next: usize) -> bool {
+        count == 0 || bytes + self.size(next) <= UPLOAD_MEMORY
+    }
 }
 
 /// Where multipart uploads in progress are recorded, under the prefix (a
@@ -60,6 +202,7 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    plan: PartPlan,
 }
 
 /// Split `s3://bucket/prefix` into bucket and prefix (`""` or ending `/`).
@@ -92,6 +235,7 @@ impl S3Store {
     /// (loaded on a helper thread, so it works inside and outside a runtime).
     pub fn connect(uri: &str) -> Result<S3Store> {
         let (bucket, prefix) = parse_uri(uri)?;
+        let plan = PartPlan::from_env()?;
         let path_style = std::env::var("LAZYSNAP_S3_PATH_STYLE").is_ok_and(|v| v == "1" || v == "true");
         let conf = std::thread::scope(|s| {
             s.spawn(|| {
@@ -112,6 +256,7 @@ impl S3Store {
             client: Client::from_conf(s3),
             bucket,
             prefix,
+            plan,
         })
     }
 
@@ -391,9 +536,15 @@ impl ObjectBucket for S3Store {
             bucket: self.bucket.clone(),
             key: self.key(key),
             marker: format!("{}{UPLOADS}", self.prefix),
+            plan: self.plan,
             upload_id: None,
-            parts: Vec::new(),
-            buf: Vec::new(),
+            next_part: 1,
+            buf: BytesMut::new(),
+            tasks: JoinSet::new(),
+            in_flight_bytes: 0,
+            done: Vec::new(),
+            gauge: Arc::new(Gauge::default()),
+            failed: false,
         }))
     }
 
@@ -423,58 +574,232 @@ impl ObjectBucket for S3Store {
 }
 
 /// A multipart upload, started at the first full part: a small object is
-/// one conditional PUT.
+/// one conditional PUT. Parts go up concurrently in spawned tasks (see the
+/// module doc for the plan and the memory bound). The tasks live in
+/// `tasks`, whose drop aborts them: an upload dropped without commit or
+/// abort stops sending at once, and the abandoned-upload sweep cleans up the
+/// server's side.
 struct S3Upload {
     client: Client,
     bucket: String,
     key: String,
     /// Where this upload's record goes (the uploads dir).
     marker: String,
+    plan: PartPlan,
     upload_id: Option<String>,
-    parts: Vec<CompletedPart>,
-    buf: Vec<u8>,
+    /// The number the next part gets (1-based).
+    next_part: usize,
+    /// The part being filled.
+    buf: BytesMut,
+    /// Parts being uploaded: each task answers its part and its length.
+    tasks: JoinSet<Result<(CompletedPart, usize)>>,
+    /// Bytes held by the parts in `tasks`.
+    in_flight_bytes: usize,
+    /// Parts uploaded.
+    done: Vec<CompletedPart>,
+    /// How many part requests are on the wire, and the most at once.
+    gauge: Arc<Gauge>,
+    /// A part failed and the upload was thrown away: nothing more to do.
+    failed: bool,
+}
+
+/// Counts the part requests on the wire: the most at once is logged, so
+/// the overlap is observable (and tested).
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+/// One request on the wire, for as long as it lives.
+struct GaugeGuard(Arc<Gauge>);
+
+impl Gauge {
+    fn enter(self: &Arc<Self>) -> GaugeGuard {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max.fetch_max(now, Ordering::Relaxed);
+        GaugeGuard(self.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Upload part `n` of upload `id`. A part upload is idempotent (the same
+/// bytes under the same number replace themselves), so unlike the store's
+/// other writes it is retried here, a bounded number of times
+/// ([`PART_ATTEMPTS`]), on a transient failure, a throttle or a timeout.
+async fn upload_part(
+    client: Client,
+    bucket: String,
+    key: String,
+    id: String,
+    n: usize,
+    body: Bytes,
+    gauge: Arc<Gauge>,
+) -> Result<(CompletedPart, usize)> {
+    let what = format!("{key} (part {n})");
+    let number = i32::try_from(n).map_err(|_| Error::Internal(format!("{what}: part number out of range")))?;
+    let mut pause = PART_RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        let sent = {
+            let _on_the_wire = gauge.enter();
+            client
+                .upload_part()
+                .bucket(&bucket)
+                .key(&key)
+                .upload_id(&id)
+                .part_number(number)
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await
+        };
+        let err = match sent {
+            Ok(out) => {
+                let part = CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build();
+                return Ok((part, body.len()));
+            }
+            Err(e) => store_error(&what, &e),
+        };
+        let throttled = match &err {
+            Error::Store {
+                kind: StoreErrorKind::Throttled,
+                ..
+            } => true,
+            Error::Store {
+                kind: StoreErrorKind::Transient,
+                ..
+            } => false,
+            _ => return Err(err),
+        };
+        if attempt >= PART_ATTEMPTS {
+            return Err(err);
+        }
+        tracing::debug!("{err}; retrying (attempt {} of {PART_ATTEMPTS})", attempt + 1);
+        tokio::time::sleep(if throttled { pause * 4 } else { pause }).await;
+        pause *= 2;
+        attempt += 1;
+    }
 }
 
 impl S3Upload {
-    async fn send_part(&mut self, data: Vec<u8>) -> Result<()> {
-        let id = match &self.upload_id {
-            Some(id) => id.clone(),
-            None => {
-                let out = self
-                    .client
-                    .create_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .send()
-                    .await
-                    .map_err(|e| store_error(&self.key, &e))?;
-                let id = out
-                    .upload_id()
-                    .ok_or_else(|| Error::store(StoreErrorKind::Invalid, &self.key, "no upload id"))?
-                    .to_string();
-                self.upload_id = Some(id.clone());
-                self.record(&id).await?;
-                id
-            }
-        };
-        let n = self.parts.len() as i32 + 1;
+    /// The multipart upload's id, creating (and recording) it first.
+    async fn upload_id(&mut self) -> Result<String> {
+        if let Some(id) = &self.upload_id {
+            return Ok(id.clone());
+        }
         let out = self
             .client
-            .upload_part()
+            .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
-            .upload_id(&id)
-            .part_number(n)
-            .body(ByteStream::from(data))
             .send()
             .await
             .map_err(|e| store_error(&self.key, &e))?;
-        self.parts.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .set_e_tag(out.e_tag().map(str::to_string))
-                .build(),
-        );
+        let id = out
+            .upload_id()
+            .ok_or_else(|| Error::store(StoreErrorKind::Invalid, &self.key, "no upload id"))?
+            .to_string();
+        self.upload_id = Some(id.clone());
+        self.record(&id).await?;
+        Ok(id)
+    }
+
+    /// Start uploading `part` (full, or the last), then wait until the
+    /// plan lets the writer fill the next one.
+    async fn start_part(&mut self, part: Bytes) -> Result<()> {
+        let id = self.upload_id().await?;
+        while !self.plan.may_start(self.tasks.len()) {
+            self.join_one().await?;
+        }
+        let n = self.next_part;
+        if n > MAX_PARTS {
+            return Err(Error::store(
+                StoreErrorKind::Invalid,
+                &self.key,
+                format!("too large for one S3 upload ({MAX_PARTS} parts)"),
+            ));
+        }
+        self.next_part += 1;
+        self.in_flight_bytes += part.len();
+        self.tasks.spawn(upload_part(
+            self.client.clone(),
+            self.bucket.clone(),
+            self.key.clone(),
+            id,
+            n,
+            part,
+            self.gauge.clone(),
+        ));
+        tracing::trace!("{}: part {n} started, {} in flight", self.key, self.tasks.len());
+        // Parts already done free their room without waiting.
+        while let Some(joined) = self.tasks.try_join_next() {
+            self.joined(joined)?;
+        }
+        while !self
+            .plan
+            .may_fill(self.tasks.len(), self.in_flight_bytes, self.next_part)
+        {
+            self.join_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Wait for one part in flight to finish.
+    async fn join_one(&mut self) -> Result<()> {
+        match self.tasks.join_next().await {
+            Some(joined) => self.joined(joined),
+            None => Ok(()),
+        }
+    }
+
+    fn joined(
+        &mut self,
+        joined: std::result::Result<Result<(CompletedPart, usize)>, tokio::task::JoinError>,
+    ) -> Result<()> {
+        let (part, len) =
+            joined.map_err(|e| Error::Internal(format!("{}: a part upload ended abnormally: {e}", self.key)))??;
+        self.in_flight_bytes -= len;
+        self.done.push(part);
+        Ok(())
+    }
+
+    /// A part failed (or could not start): stop every part in flight, throw
+    /// the upload away, and hand back `err`.
+    async fn fail(&mut self, err: Error) -> Error {
+        self.failed = true;
+        self.stop_parts().await;
+        if let Err(e) = self.abort_upload().await {
+            tracing::warn!(
+                "{}: aborting the failed upload: {e} (the next save or gc retries)",
+                self.key
+            );
+        }
+        err
+    }
+
+    /// Cancel the parts in flight and wait until their tasks have ended.
+    async fn stop_parts(&mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.in_flight_bytes = 0;
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::store(
+                StoreErrorKind::Invalid,
+                &self.key,
+                "the upload failed earlier and was aborted",
+            ));
+        }
         Ok(())
     }
 
@@ -534,86 +859,77 @@ impl S3Upload {
             Err(e) => Err(e),
         }
     }
-}
 
-#[async_trait]
-impl Upload for S3Upload {
-    async fn write(&mut self, data: Bytes) -> Result<()> {
-        self.buf.extend_from_slice(&data);
-        let want = part_size(self.parts.len() + 1);
-        if self.buf.len() >= want {
-            let rest = self.buf.split_off(want);
-            let part = std::mem::replace(&mut self.buf, rest);
-            self.send_part(part).await?;
+    /// One conditional PUT of the whole (small) object.
+    async fn put_whole(&mut self, overwrite: bool) -> Result<()> {
+        let body = std::mem::take(&mut self.buf).freeze();
+        let put = |conditional: bool| {
+            let req = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .body(ByteStream::from(body.clone()));
+            if conditional {
+                req.if_none_match("*")
+            } else {
+                req
+            }
+        };
+        match put(!overwrite).send().await.map_err(|e| store_error(&self.key, &e)) {
+            Ok(_) => Ok(()),
+            Err(Error::Store {
+                kind: StoreErrorKind::Precondition,
+                ..
+            }) => Err(Error::Exists { what: self.key.clone() }),
+            // A server that cannot do conditional writes: the check
+            // before it stands in for it.
+            Err(Error::Store {
+                kind: StoreErrorKind::Transient | StoreErrorKind::Invalid,
+                ..
+            }) if !overwrite => put(false)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| store_error(&self.key, &e)),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
-    async fn commit(mut self: Box<Self>, overwrite: bool) -> Result<()> {
-        let key = self.key.clone();
-        let exists = move || Error::Exists { what: key.clone() };
-        // The server may not honour If-None-Match: look first, too.
-        if !overwrite && self.exists().await? {
-            let _ = self.abort_upload().await;
-            return Err(exists());
-        }
-        let Some(id) = self.upload_id.clone() else {
-            let body = Bytes::from(std::mem::take(&mut self.buf));
-            let put = |conditional: bool| {
-                let req = self
-                    .client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .body(ByteStream::from(body.clone()));
-                if conditional {
-                    req.if_none_match("*")
-                } else {
-                    req
-                }
-            };
-            let res = match put(!overwrite).send().await {
-                Ok(_) => Ok(()),
-                Err(e) => Err(store_error(&self.key, &e)),
-            };
-            return match res {
-                Ok(()) => Ok(()),
-                Err(Error::Store {
-                    kind: StoreErrorKind::Precondition,
-                    ..
-                }) => Err(exists()),
-                // A server that cannot do conditional writes: the check
-                // above stands in for it.
-                Err(Error::Store {
-                    kind: StoreErrorKind::Transient | StoreErrorKind::Invalid,
-                    ..
-                }) if !overwrite => put(false)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| store_error(&self.key, &e)),
-                Err(e) => Err(e),
-            };
-        };
+    /// Send the last part, wait for every part, complete the upload.
+    async fn complete(&mut self, id: &str, overwrite: bool) -> Result<()> {
         if !self.buf.is_empty() {
-            let last = std::mem::take(&mut self.buf);
-            self.send_part(last).await?;
+            let last = std::mem::take(&mut self.buf).freeze();
+            if let Err(e) = self.start_part(last).await {
+                return Err(self.fail(e).await);
+            }
         }
-        let done = CompletedMultipartUpload::builder()
-            .set_parts(Some(std::mem::take(&mut self.parts)))
-            .build();
+        while !self.tasks.is_empty() {
+            if let Err(e) = self.join_one().await {
+                return Err(self.fail(e).await);
+            }
+        }
+        let mut parts = std::mem::take(&mut self.done);
+        parts.sort_by_key(|p| p.part_number());
+        let count = parts.len();
+        let done = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
         let mut req = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
-            .upload_id(&id)
+            .upload_id(id)
             .multipart_upload(done);
         if !overwrite {
             req = req.if_none_match("*");
         }
         match req.send().await {
             Ok(_) => {
+                tracing::debug!(
+                    "{}: {count} parts, at most {} uploading at once",
+                    self.key,
+                    self.gauge.max.load(Ordering::Relaxed)
+                );
                 self.unrecord().await;
                 Ok(())
             }
@@ -624,26 +940,66 @@ impl Upload for S3Upload {
                     Error::Store {
                         kind: StoreErrorKind::Precondition,
                         ..
-                    } => Err(exists()),
+                    } => Err(Error::Exists { what: self.key.clone() }),
                     e => Err(e),
                 }
             }
         }
     }
 
-    async fn abort(self: Box<Self>) -> Result<()> {
-        self.abort_upload().await
+    /// Abort the multipart upload, if there is one, and forget its record.
+    async fn abort_upload(&mut self) -> Result<()> {
+        let Some(id) = self.upload_id.clone() else {
+            return Ok(());
+        };
+        match abort_multipart(&self.client, &self.bucket, &self.key, &id).await {
+            Ok(()) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.unrecord().await;
+        self.upload_id = None;
+        Ok(())
     }
 }
 
-impl S3Upload {
-    async fn abort_upload(&self) -> Result<()> {
-        let Some(id) = &self.upload_id else {
-            return Ok(());
-        };
-        abort_multipart(&self.client, &self.bucket, &self.key, id).await?;
-        self.unrecord().await;
+#[async_trait]
+impl Upload for S3Upload {
+    async fn write(&mut self, mut data: Bytes) -> Result<()> {
+        self.check_usable()?;
+        while !data.is_empty() {
+            let want = self.plan.size(self.next_part);
+            if self.buf.capacity() == 0 {
+                self.buf = BytesMut::with_capacity(want);
+            }
+            let take = want.saturating_sub(self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data.split_to(take));
+            if self.buf.len() >= want {
+                let part = std::mem::take(&mut self.buf).freeze();
+                if let Err(e) = self.start_part(part).await {
+                    return Err(self.fail(e).await);
+                }
+            }
+        }
         Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>, overwrite: bool) -> Result<()> {
+        self.check_usable()?;
+        // The server may not honour If-None-Match: look first, too.
+        if !overwrite && self.exists().await? {
+            self.stop_parts().await;
+            let _ = self.abort_upload().await;
+            return Err(Error::Exists { what: self.key.clone() });
+        }
+        match self.upload_id.clone() {
+            None => self.put_whole(overwrite).await,
+            Some(id) => self.complete(&id, overwrite).await,
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.stop_parts().await;
+        self.abort_upload().await
     }
 }
 
@@ -688,14 +1044,71 @@ mod tests {
         }
         assert_eq!(content_range("bytes 0-99/1000"), Some((0, 100, 1000)));
         assert_eq!(content_range("bytes */1000"), None);
-        // Part sizes: 10,000 parts carry more than S3's largest object, and
-        // no part is above S3's 5 GiB limit.
-        let total: u64 = (1..=10_000).map(|n| part_size(n) as u64).sum();
-        assert!(total > 5 << 40, "{total}");
-        assert!(part_size(10_000) as u64 <= 5 << 30);
+    }
+
+    #[test]
+    fn part_sizes() {
         assert_eq!(
-            (part_size(1), part_size(1000), part_size(1001)),
-            (8 << 20, 8 << 20, 16 << 20)
+            (part_size(1), part_size(1000), part_size(1001), part_size(6001)),
+            (8 << 20, 8 << 20, 16 << 20, 512 << 20)
         );
+        // 10,000 parts carry ~2.4 TiB at defaults; no part is above the
+        // memory bound (nor S3's 5 GiB), none but the last below 5 MiB.
+        let total: u64 = (1..=MAX_PARTS).map(|n| part_size(n) as u64).sum();
+        assert_eq!(total, 2_552_000 << 20);
+        let small = PartPlan {
+            first: MIN_PART,
+            in_flight: 1,
+        };
+        for plan in [PartPlan::default(), small] {
+            for n in 1..=MAX_PARTS {
+                assert!((MIN_PART..=UPLOAD_MEMORY).contains(&plan.size(n)), "{plan:?} part {n}");
+            }
+        }
+    }
+
+    /// Walk all 10,000 parts with no part finishing before the plan makes
+    /// the writer wait for it (the worst case): the parts in flight plus
+    /// the part being filled never exceed [`UPLOAD_MEMORY`], for any first
+    /// part size and in-flight count the environment may ask for.
+    #[test]
+    fn memory_bound() {
+        /// (most bytes held over parts 1..=1000, over all parts, most parts
+        /// in flight while parts are 8 MiB).
+        fn walk(plan: PartPlan) -> (usize, usize, usize) {
+            let mut flight = std::collections::VecDeque::new();
+            let (mut first_1000, mut most, mut most_flying) = (0, 0, 0);
+            for n in 1..=MAX_PARTS {
+                let s = plan.size(n);
+                // Part n is full: the parts in flight (summed over their
+                // own sizes, which differ where the size doubles) and it.
+                let held = flight.iter().sum::<usize>() + s;
+                assert!(held <= UPLOAD_MEMORY, "{plan:?}: part {n}: {held} bytes held");
+                most = most.max(held);
+                if n <= 1000 {
+                    first_1000 = first_1000.max(held);
+                }
+                while !plan.may_start(flight.len()) {
+                    flight.pop_front();
+                }
+                flight.push_back(s);
+                assert!(flight.iter().sum::<usize>() <= UPLOAD_MEMORY);
+                if n <= 1000 {
+                    most_flying = most_flying.max(flight.len());
+                }
+                while !plan.may_fill(flight.len(), flight.iter().sum(), n + 1) {
+                    flight.pop_front();
+                }
+            }
+            (first_1000, most, most_flying)
+        }
+        // Defaults: 4 in flight + 1 filling of 8 MiB = 40 MiB; 512 MiB at
+        // most once parts grow.
+        assert_eq!(walk(PartPlan::default()), (40 << 20, 512 << 20, 4));
+        for first in [MIN_PART, FIRST_PART, 100 << 20, UPLOAD_MEMORY] {
+            for in_flight in 1..=MAX_PARTS_IN_FLIGHT {
+                walk(PartPlan { first, in_flight });
+            }
+        }
     }
 }
