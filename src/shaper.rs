@@ -11,8 +11,10 @@
 //! one round trip before its first byte, as a TCP handshake does.
 //!
 //! Faults, switchable while running ([`Faults`]): cut every connection's
-//! download after N bytes, answer the next K connections with an HTTP 503
-//! (and close), or stall delivery to clients until released.
+//! download after N bytes, or cut once N more bytes have gone to clients,
+//! answer the next K connections with an HTTP 503 (and close), answer
+//! every request with a 403 AccessDenied from now on, or stall delivery to
+//! clients until released.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,8 +47,40 @@ pub struct Faults {
     pub cut_after: AtomicU64,
     /// Answer this many next connections with `503 Slow Down` and close.
     pub fail_next: AtomicU64,
+    /// Cut once: when this many more bytes have been delivered to
+    /// clients (over all connections, open ones included), cut the
+    /// connection carrying the last of them; then disarmed (0: off).
+    pub cut_once: AtomicU64,
+    /// Connections cut so far (by `cut_after` or `cut_once`).
+    pub cuts: AtomicU64,
+    /// Answer every request with `403 Forbidden` and an S3 `AccessDenied`
+    /// body until cleared: new connections are answered so, open ones are
+    /// closed (within ~20 ms) so that their next request opens a new one.
+    pub deny: AtomicBool,
     /// Hold every byte bound for clients until cleared.
     pub stall: AtomicBool,
+}
+
+impl Faults {
+    /// Of a chunk of `n` bytes about to go to a client: how many to deliver
+    /// before cutting, if `cut_once` fires within it.
+    fn take_cut_once(&self, n: usize) -> Option<usize> {
+        let mut fire = None;
+        let _ = self
+            .cut_once
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                fire = None;
+                if left == 0 {
+                    None
+                } else if left > n as u64 {
+                    Some(left - n as u64)
+                } else {
+                    fire = Some(left as usize);
+                    Some(0)
+                }
+            });
+        fire
+    }
 }
 
 /// A running proxy; dropping it stops accepting (live connections end with
@@ -141,7 +175,7 @@ impl Shaper {
 }
 
 async fn serve(
-    mut client: TcpStream,
+    client: TcpStream,
     upstream: SocketAddr,
     shape: LinkShape,
     up: Arc<Link>,
@@ -151,18 +185,11 @@ async fn serve(
     let _ = client.set_nodelay(true);
     // A new connection costs a round trip before its first byte.
     tokio::time::sleep(shape.rtt).await;
+    if faults.deny.load(Ordering::Relaxed) {
+        return refuse(client, "403 Forbidden", "AccessDenied", "Access Denied").await;
+    }
     if take_one(&faults.fail_next) {
-        // Read the request head, then refuse it.
-        let mut head = [0u8; 16 << 10];
-        let _ = tokio::time::timeout(Duration::from_secs(5), client.read(&mut head)).await;
-        let body = b"<Error><Code>SlowDown</Code></Error>";
-        let msg = format!(
-            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        client.write_all(msg.as_bytes()).await?;
-        client.write_all(body).await?;
-        return client.shutdown().await;
+        return refuse(client, "503 Slow Down", "SlowDown", "Please reduce your request rate.").await;
     }
     let server = TcpStream::connect(upstream).await?;
     let _ = server.set_nodelay(true);
@@ -170,12 +197,34 @@ async fn serve(
     let (sr, sw) = server.into_split();
     let cut = faults.cut_after.load(Ordering::Relaxed);
     let to_server = pump(cr, sw, up, None, 0);
-    let to_client = pump(sr, cw, down, Some(faults), cut);
-    // Either direction ending ends the connection.
+    let to_client = pump(sr, cw, down, Some(faults.clone()), cut);
+    let denied = async {
+        while !faults.deny.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // Either direction ending ends the connection; so does `deny`.
     tokio::select! {
         r = to_server => r,
         r = to_client => r,
+        () = denied => Ok(()),
     }
+}
+
+/// Read the request head, answer it with `status` and an S3-style error
+/// body, and close.
+async fn refuse(mut client: TcpStream, status: &str, code: &str, message: &str) -> std::io::Result<()> {
+    let mut head = [0u8; 16 << 10];
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.read(&mut head)).await;
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    let msg = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(msg.as_bytes()).await?;
+    client.shutdown().await
 }
 
 /// Decrement `n` if it is positive; was it?
@@ -216,10 +265,18 @@ async fn pump(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        if cut_after > 0 && delivered + chunk.len() as u64 >= cut_after {
-            chunk.truncate((cut_after - delivered) as usize);
+        let cut = if cut_after > 0 && delivered + chunk.len() as u64 >= cut_after {
+            Some((cut_after - delivered) as usize)
+        } else {
+            faults.as_ref().and_then(|f| f.take_cut_once(chunk.len()))
+        };
+        if let Some(keep) = cut {
+            chunk.truncate(keep);
             w.write_all(&chunk).await?;
             reader.abort();
+            if let Some(f) = &faults {
+                f.cuts.fetch_add(1, Ordering::Relaxed);
+            }
             return Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
                 "cut by the shaper",
@@ -349,6 +406,11 @@ mod tests {
         let (data, _, _) = fetch(sh.addr()).await;
         assert_eq!(data.len(), 1000);
         sh.faults().cut_after.store(0, Ordering::Relaxed);
+        // Cut once, counted over connections: this one is cut, the next is whole.
+        sh.faults().cut_once.store(3000, Ordering::Relaxed);
+        assert_eq!(fetch(sh.addr()).await.0.len(), 3000);
+        assert_eq!(fetch(sh.addr()).await.0.len(), 1 << 20);
+        assert_eq!(sh.faults().cuts.load(Ordering::Relaxed), 2);
 
         // A 503 burst: the next two connections, then service again.
         sh.faults().fail_next.store(2, Ordering::Relaxed);
@@ -361,6 +423,16 @@ mod tests {
             );
         }
         assert_eq!(fetch(sh.addr()).await.0.len(), 1 << 20);
+
+        // Denied: a 403 with an S3 error body, until cleared.
+        sh.faults().deny.store(true, Ordering::Relaxed);
+        let (data, _, _) = fetch(sh.addr()).await;
+        let text = String::from_utf8_lossy(&data);
+        assert!(
+            text.starts_with("HTTP/1.1 403") && text.contains("<Code>AccessDenied</Code>"),
+            "{text}"
+        );
+        sh.faults().deny.store(false, Ordering::Relaxed);
 
         // Stall: nothing arrives until released.
         sh.faults().stall.store(true, Ordering::Relaxed);

@@ -43,22 +43,17 @@ fn mutate(t: &Path, round: u32) {
     std::fs::write(p(&format!("new-dir-{round}/sub/file")), vec![round as u8; 10_000]).expect("write");
 }
 
-#[test]
-fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar() {
+/// Three diffs, each mounted and read back equal to the changed tree; the
+/// chain extracted, squashed, and applied with stock tools; a parent that
+/// changed under its child is an error.
+fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar(access: Access) {
     if !require_fuse() {
         return;
     }
-    let env = Env::new();
-    let root = env.tmp.path();
-    let store = env.store();
-    let src = fidelity_src(root, "work", FidelityOpts::BIG);
-    let cmd = || env.cmd();
-    run_ok(
-        cmd()
-            .arg("create")
-            .arg(&src)
-            .args(["--store", &store, "--name", "ws/0"]),
-    );
+    let mut env = Env::with_access(access);
+    let root = env.tmp.path().to_path_buf();
+    let src = fidelity_src(&root, "work", access.tree(FidelityOpts::BIG));
+    env.create(&src, "ws/0");
     let base_tree = root.join("base-copy");
     sh(&format!("cp -a '{}' '{}'", src.display(), base_tree.display()));
 
@@ -66,38 +61,28 @@ fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar() {
     for round in 1..=3u32 {
         mutate(&src, round);
         let name = format!("ws/{round}");
-        let flag = if round == 2 { vec!["--checksum"] } else { vec![] };
-        run_ok(
-            cmd()
-                .arg("create")
-                .arg(&src)
-                .args(["--store", &store, "--name", &name, "--parent", &parent])
-                .args(&flag),
-        );
+        let mut extra = vec!["--parent", parent.as_str()];
+        if round == 2 {
+            extra.push("--checksum");
+        }
+        env.create_with(&src, &name, &extra);
         // Small: the 100 MB file and everything else unchanged is not in it.
-        let size = std::fs::metadata(root.join(format!("store/{name}.tar.zst")))
-            .expect("stat")
-            .len();
+        let size = std::fs::metadata(env.object_file(&name)).expect("stat").len();
         assert!(size < 200_000, "diff {name} is {size} bytes");
-        run_ok(cmd().args(["verify", &name, "--store", &store]));
+        run_ok(&mut env.store_cmd("verify", &name));
 
-        let mnt = root.join(format!("mnt{round}"));
-        std::fs::create_dir(&mnt).expect("mkdir");
-        run_ok(
-            cmd()
-                .args(["mount", &name])
-                .arg(&mnt)
-                .args(["--store", &store, "--read-only"]),
-        );
+        let mnt = env.mount_ro(&name, &format!("mnt{round}"), &[]);
         let res = compare_trees(&src, &mnt);
-        run_ok(cmd().arg("umount").arg(&mnt));
+        env.umount(&mnt);
         if let Err(d) = res {
             panic!("mounted {name} differs from the tree:\n{d}");
         }
-        let o = run_ok(cmd().args(["cat", &name, paths::ONE_BYTE, "--store", &store]));
-        assert_eq!(o.stdout, format!("changed in round {round}").as_bytes());
+        assert_eq!(
+            env.cat(&name, paths::ONE_BYTE),
+            format!("changed in round {round}").as_bytes()
+        );
         if round == 1 {
-            let o = run_ok(cmd().args(["diff", &name, "--store", &store]));
+            let o = run_ok(&mut env.store_cmd("diff", &name));
             let text = String::from_utf8_lossy(&o.stdout);
             let lines: Vec<&str> = text.lines().collect();
             for want in [
@@ -119,7 +104,7 @@ fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar() {
         }
         parent = name;
     }
-    let o = run_ok(cmd().args(["log", "ws/3", "--store", &store, "--json"]));
+    let o = run_ok(env.store_cmd("log", "ws/3").arg("--json"));
     let log: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     let names: Vec<&str> = log
         .as_array()
@@ -132,53 +117,51 @@ fn diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar() {
     // Stock tools: base with tar, then each diff with OCI whiteout rules.
     let stock = root.join("stock");
     std::fs::create_dir(&stock).expect("mkdir");
-    stock_extract_into(&root.join("store/ws/0.tar.zst"), &stock);
+    stock_extract_into(&env.object_file("ws/0"), &stock);
     for round in 1..=3 {
-        stock_apply_layer(&root.join(format!("store/ws/{round}.tar.zst")), &stock);
+        stock_apply_layer(&env.object_file(&format!("ws/{round}")), &stock);
     }
     assert_trees_equal(&src, &stock);
 
     // Extract of a diff restores the whole chain's view.
     let x = root.join("x");
-    run_ok(cmd().args(["extract", "ws/3"]).arg(&x).args(["--store", &store]));
+    env.extract("ws/3", &x, &[]);
     assert_trees_equal(&src, &x);
     // Squash gives one full snapshot of the same view.
-    run_ok(cmd().args(["squash", "ws/3", "--store", &store, "--name", "ws/flat"]));
-    run_ok(cmd().args(["verify", "ws/flat", "--store", &store]));
-    let o = run_ok(cmd().args(["inspect", "ws/flat", "--store", &store, "--json"]));
+    run_ok(env.store_cmd("squash", "ws/3").args(["--name", "ws/flat"]));
+    run_ok(&mut env.store_cmd("verify", "ws/flat"));
+    let o = run_ok(env.store_cmd("inspect", "ws/flat").arg("--json"));
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"parent\": null"));
     let flat = root.join("flat");
-    run_ok(cmd().args(["extract", "ws/flat"]).arg(&flat).args(["--store", &store]));
+    env.extract("ws/flat", &flat, &[]);
     assert_trees_equal(&src, &flat);
-    // A parent that changed under its child is an error.
-    std::fs::rename(root.join("store/ws/1.tar.zst"), root.join("store/ws/1.bak")).expect("mv");
-    let o = run_fail(cmd().args(["ls", "ws/3", "--store", &store]));
+    // A parent that changed under its child is an error (the object is
+    // moved aside where the store keeps it: the store dir, or the S3
+    // server's files).
+    let one = env.object_file("ws/1");
+    std::fs::rename(&one, one.with_extension("bak")).expect("mv");
+    let o = run_fail(&mut env.read_cmd("ls", "ws/3"));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("parent ws/1"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    run_ok(
-        cmd()
-            .arg("create")
-            .arg(&base_tree)
-            .args(["--store", &store, "--name", "ws/1"]),
-    );
-    let o = run_fail(cmd().args(["ls", "ws/3", "--store", &store]));
+    env.create(&base_tree, "ws/1");
+    let o = run_fail(&mut env.read_cmd("ls", "ws/3"));
     assert!(String::from_utf8_lossy(&o.stderr).contains("index digest differs"));
 }
+access_tests!(diffs_mount_equal_to_the_changed_tree_and_apply_with_stock_tar);
 
-#[test]
-fn a_thirty_deep_chain_mounts_and_squashes_to_the_same_tree() {
+/// A chain thirty diffs deep mounts equal to the tree, and so does its
+/// squash, which mounts in at most two reads.
+fn a_thirty_deep_chain_mounts_and_squashes_to_the_same_tree(access: Access) {
     if !require_fuse() {
         return;
     }
-    let env = Env::new();
-    let root = env.tmp.path();
-    let store = env.store();
-    let cmd = || env.cmd();
-    let src = fidelity_src(root, "work", FidelityOpts::FAST);
-    run_ok(cmd().arg("create").arg(&src).args(["--store", &store, "--name", "c/0"]));
+    let mut env = Env::with_access(access);
+    let root = env.tmp.path().to_path_buf();
+    let src = fidelity_src(&root, "work", access.tree(FidelityOpts::FAST));
+    env.create(&src, "c/0");
     for i in 1..=30u32 {
         // Each step: one file changed, one added, one removed.
         std::fs::write(src.join(format!("step-{i}")), format!("step {i}")).expect("write");
@@ -186,41 +169,24 @@ fn a_thirty_deep_chain_mounts_and_squashes_to_the_same_tree() {
         if i > 1 {
             std::fs::remove_file(src.join(format!("step-{}", i - 1))).expect("rm");
         }
-        run_ok(cmd().arg("create").arg(&src).args([
-            "--store",
-            &store,
-            "--name",
-            &format!("c/{i}"),
-            "--parent",
-            &format!("c/{}", i - 1),
-        ]));
+        env.create_with(&src, &format!("c/{i}"), &["--parent", &format!("c/{}", i - 1)]);
     }
-    let mnt = root.join("mnt");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    run_ok(
-        cmd()
-            .args(["mount", "c/30"])
-            .arg(&mnt)
-            .args(["--store", &store, "--read-only"]),
-    );
+    let mnt = env.mount_ro("c/30", "mnt", &[]);
     let res = compare_trees(&src, &mnt);
-    run_ok(cmd().arg("umount").arg(&mnt));
+    env.umount(&mnt);
     res.expect("30-deep chain view");
 
-    run_ok(cmd().args(["squash", "c/30", "--store", &store, "--name", "c/flat"]));
-    run_ok(
-        cmd()
-            .args(["mount", "c/flat"])
-            .arg(&mnt)
-            .args(["--store", &store, "--read-only"]),
-    );
-    let o = run_ok(cmd().arg("stats").arg(&mnt).arg("--json"));
-    let stats: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    run_ok(env.store_cmd("squash", "c/30").args(["--name", "c/flat"]));
+    let mnt = env.mount_ro("c/flat", "mnt", &[]);
+    let stats = env.stats(&mnt);
     let res = compare_trees(&src, &mnt);
-    run_ok(cmd().arg("umount").arg(&mnt));
+    env.umount(&mnt);
     res.expect("squashed view");
+    // Counted per read of the store layer (an S3 open of a small object is
+    // one such read, of up to three requests).
     assert!(
         stats["requests"].as_u64().expect("requests") <= 2,
         "squash mounts in <= 2 reads: {stats}"
     );
 }
+access_tests!(a_thirty_deep_chain_mounts_and_squashes_to_the_same_tree);

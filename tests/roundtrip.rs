@@ -31,28 +31,15 @@ fn stock_extract(snap: &Path, dest: &Path) {
     assert!(status.success(), "stock tar -x failed");
 }
 
-#[test]
-fn fidelity_tree_round_trips_through_extract_and_stock_tar() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).expect("mkdir");
-    make_fidelity_tree(&src);
-    let store = store_arg(tmp.path());
+/// Extract (and stock `zstd -d | tar -x` of the stored object) equals the
+/// source, owners included.
+fn fidelity_tree_round_trips_through_extract_and_stock_tar(access: Access) {
+    let env = Env::with_access(access);
+    let src = fidelity_src(env.tmp.path(), "src", access.tree(FidelityOpts::FULL));
+    env.create(&src, "fid/base");
 
-    run_ok(
-        lazysnap()
-            .args(["create"])
-            .arg(&src)
-            .args(["--store", &store, "--name", "fid/base"]),
-    );
-
-    let out = tmp.path().join("out");
-    let o = run_ok(
-        lazysnap()
-            .args(["extract", "fid/base"])
-            .arg(&out)
-            .args(["--store", &store, "--stats"]),
-    );
+    let out = env.p("out");
+    let o = env.extract("fid/base", &out, &["--stats"]);
     let stats = String::from_utf8_lossy(&o.stderr);
     assert!(stats.contains("\"bytes_fetched\":"), "stats line missing: {stats}");
     assert_trees_equal(&src, &out);
@@ -66,13 +53,14 @@ fn fidelity_tree_round_trips_through_extract_and_stock_tar() {
     )
     .expect("owners");
 
-    let stock = tmp.path().join("stock");
-    stock_extract(&tmp.path().join("store/fid/base.tar.zst"), &stock);
+    let stock = env.p("stock");
+    stock_extract(&env.object_file("fid/base"), &stock);
     assert_trees_equal(&src, &stock);
 
-    let v = run_ok(lazysnap().args(["verify", "fid/base", "--store", &store]));
+    let v = run_ok(&mut env.store_cmd("verify", "fid/base"));
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("ok:"));
 }
+access_tests!(fidelity_tree_round_trips_through_extract_and_stock_tar);
 
 #[test]
 fn small_frames_and_levels_round_trip() {

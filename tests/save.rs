@@ -65,30 +65,26 @@ fn work(m: &Path) {
     set_mtime(&same, before.mtime(), before.mtime_nsec() as u32).expect("restore mtime");
 }
 
-#[test]
-fn saved_snapshot_equals_the_live_view_and_applies_with_stock_tar() {
+/// A save equals the live view and applies with stock tar; a later save
+/// continues from the last one and holds only what changed since.
+fn saved_snapshot_equals_the_live_view_and_applies_with_stock_tar(access: Access) {
     if !require_fuse() {
         return;
     }
-    let mut ws = Env::new();
-    let src = fidelity_src(ws.tmp.path(), "src", FidelityOpts::BIG);
-    run_ok(
-        ws.cmd()
-            .arg("create")
-            .arg(&src)
-            .args(["--store", &ws.store(), "--name", "w/base"]),
-    );
+    let mut ws = Env::with_access(access);
+    let src = fidelity_src(ws.tmp.path(), "src", access.tree(FidelityOpts::BIG));
+    ws.create(&src, "w/base");
     let live = ws.mount("w/base", "live", &[]);
     work(&live);
 
     let t0 = Instant::now();
     ws.save(&live, "w/s1");
     let took = t0.elapsed();
-    let size = std::fs::metadata(ws.p("store/w/s1.tar.zst")).expect("stat").len();
+    let size = std::fs::metadata(ws.object_file("w/s1")).expect("stat").len();
     assert!(size < 1 << 20, "diff is {size} bytes");
     eprintln!("save: {size} bytes in {took:?}");
-    run_ok(ws.cmd().args(["verify", "w/s1", "--store", &ws.store()]));
-    let o = run_ok(ws.cmd().args(["diff", "w/s1", "--store", &ws.store()]));
+    run_ok(&mut ws.store_cmd("verify", "w/s1"));
+    let o = run_ok(&mut ws.store_cmd("diff", "w/s1"));
     let listing = String::from_utf8_lossy(&o.stdout);
     assert!(
         !listing.contains(paths::ZERO_RUNS),
@@ -103,21 +99,21 @@ fn saved_snapshot_equals_the_live_view_and_applies_with_stock_tar() {
     // Stock tools: base, then the diff with OCI whiteout rules.
     let stock = ws.p("stock");
     std::fs::create_dir(&stock).expect("mkdir");
-    stock_extract_into(&ws.p("store/w/base.tar.zst"), &stock);
-    stock_apply_layer(&ws.p("store/w/s1.tar.zst"), &stock);
+    stock_extract_into(&ws.object_file("w/base"), &stock);
+    stock_apply_layer(&ws.object_file("w/s1"), &stock);
     assert_trees_equal(&live, &stock);
 
     // The mount keeps working; a later save is a diff of the last one,
     // holding only what changed since.
     std::fs::write(live.join("after-save.txt"), b"more").expect("write");
     ws.save(&live, "w/s2");
-    let o = run_ok(ws.cmd().args(["log", "w/s2", "--store", &ws.store(), "--json"]));
+    let o = run_ok(ws.store_cmd("log", "w/s2").arg("--json"));
     let log: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(
         (log[1]["name"].as_str(), log[2]["name"].as_str()),
         (Some("w/s1"), Some("w/base"))
     );
-    let o = run_ok(ws.cmd().args(["diff", "w/s2", "--store", &ws.store()]));
+    let o = run_ok(&mut ws.store_cmd("diff", "w/s2"));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "A after-save.txt\n");
     let copy = ws.mount_ro("w/s2", "copy2", &[]);
     assert_trees_equal(&live, &copy);
@@ -137,6 +133,7 @@ fn saved_snapshot_equals_the_live_view_and_applies_with_stock_tar() {
     assert_eq!(std::fs::read(again.join("unsaved.txt")).expect("read"), b"keep me");
     assert_eq!(std::fs::read(again.join(paths::ONE_BYTE)).expect("read"), b"modified");
 }
+access_tests!(writable: saved_snapshot_equals_the_live_view_and_applies_with_stock_tar);
 
 #[test]
 fn killed_or_racing_saves_publish_nothing_half_written() {

@@ -30,6 +30,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File};
@@ -1075,42 +1077,190 @@ pub fn stock_apply_layer(snap: &Path, dest: &Path) {
     ));
 }
 
+/// How a test reaches its snapshots. A test body written once as
+/// `fn body(access: Access)` runs over each of them through
+/// [`access_tests!`](crate::access_tests).
+///
+/// Writes (create, save) go to [`Env::store`]; reads name the snapshot
+/// through [`Env::snapshot_args`], the one place that knows how each path
+/// reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A local store directory.
+    File,
+    /// `s3://snaps/ws` on an in-process S3 server.
+    S3,
+}
+
+impl Access {
+    /// Over a network (a test S3 server), rather than a local directory.
+    pub fn remote(self) -> bool {
+        !matches!(self, Access::File)
+    }
+
+    /// The fidelity tree a body that wants `local` builds on this path:
+    /// `local` itself for a local store; over the network,
+    /// [`FidelityOpts::FAST`]: every metadata case, without the 100 MiB
+    /// file and the 20,000-file dir (generating, uploading and reading
+    /// those back is what would make every network variant slow, and
+    /// neither is about the store). A body whose subject is one of them
+    /// asks for it on top.
+    pub fn tree(self, local: FidelityOpts) -> FidelityOpts {
+        if self.remote() {
+            FidelityOpts::FAST
+        } else {
+            local
+        }
+    }
+}
+
+/// One `#[test]` per access path for `fn body(access: Access)`, in a module
+/// named after it (`body::file`, `body::s3`):
+///
+/// * `access_tests!(body)`: every path a snapshot is read through (mount,
+///   extract, cat, ls);
+/// * `access_tests!(writable: body)`: the stores a workspace saves to.
+#[macro_export]
+macro_rules! access_tests {
+    ($body:ident) => {
+        $crate::access_tests!(@tests $body: file => File, s3 => S3);
+    };
+    (writable: $body:ident) => {
+        $crate::access_tests!(@tests $body: file => File, s3 => S3);
+    };
+    (@tests $body:ident: $($test:ident => $access:ident),+) => {
+        mod $body {
+            $(
+                #[test]
+                fn $test() {
+                    super::$body($crate::common::Access::$access)
+                }
+            )+
+        }
+    };
+}
+
+/// The prefix of the S3 store in bucket [`s3::BUCKET`].
+const S3_PREFIX: &str = "ws";
+
 /// A temp dir holding a store, a state dir and mount points, driving the
 /// binary; every mount still present is unmounted on drop.
 pub struct Env {
     pub tmp: tempfile::TempDir,
     pub mounts: Vec<PathBuf>,
+    /// How snapshots are reached.
+    pub access: Access,
+    /// The S3 server, for the S3 access path.
+    pub s3: Option<s3::S3Server>,
 }
 
 impl Env {
+    /// An env with a local store.
     pub fn new() -> Env {
+        Env::with_access(Access::File)
+    }
+    /// An env whose store is reached through `access` (an S3 server is
+    /// started for the S3 path).
+    pub fn with_access(access: Access) -> Env {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s3 = match access {
+            Access::File => None,
+            Access::S3 => Some(s3::S3Server::start(&tmp.path().join("s3"))),
+        };
         Env {
-            tmp: tempfile::tempdir().expect("tempdir"),
+            tmp,
             mounts: Vec::new(),
+            access,
+            s3,
         }
     }
     /// A path inside the temp dir.
     pub fn p(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
     }
-    /// The store URI.
-    pub fn store(&self) -> String {
-        self.p("store").display().to_string()
+    /// The S3 server (panics on a local env).
+    pub fn s3(&self) -> &s3::S3Server {
+        self.s3.as_ref().expect("an env with an S3 store")
     }
-    /// The binary, with this env's state dir.
+    /// The URI of the store snapshots are written to: a local dir, or
+    /// `s3://snaps/ws`.
+    pub fn store(&self) -> String {
+        match &self.s3 {
+            None => self.p("store").display().to_string(),
+            Some(_) => format!("s3://{}/{S3_PREFIX}", s3::BUCKET),
+        }
+    }
+    /// Where the bytes of snapshot `name` lie on this machine: the local
+    /// store's file, or the file the S3 server keeps the object in (for
+    /// stock tools and size checks).
+    pub fn object_file(&self, name: &str) -> PathBuf {
+        let key = format!("{name}.tar.zst");
+        match &self.s3 {
+            None => self.p("store").join(key),
+            Some(s3) => s3.object_file(&format!("{S3_PREFIX}/{key}")),
+        }
+    }
+    /// The binary, with this env's state dir (and, over S3, the server's
+    /// endpoint and keys and nothing of this machine's AWS setup).
     pub fn cmd(&self) -> Command {
         let mut c = lazysnap();
         c.env("LAZYSNAP_STATE_DIR", self.p("state"));
+        if let Some(s3) = &self.s3 {
+            s3.configure(&mut c, s3.addr, s3::SK);
+        }
+        c
+    }
+    /// [`Env::cmd`] reaching the S3 server at `endpoint` (a proxy in front
+    /// of it) with `secret`.
+    pub fn cmd_via(&self, endpoint: std::net::SocketAddr, secret: &str) -> Command {
+        let mut c = self.cmd();
+        self.s3().configure(&mut c, endpoint, secret);
+        c
+    }
+    /// How a read command names snapshot `name` on this env's access path:
+    /// the arguments that follow the subcommand, before its own positional
+    /// arguments (`mount ARGS MNT`, `extract ARGS DEST`, `cat ARGS PATH`,
+    /// `ls ARGS [PATH]`). The one place that knows how each path reads.
+    pub fn snapshot_args(&self, name: &str) -> Vec<OsString> {
+        match self.access {
+            Access::File | Access::S3 => vec![name.into(), "--store".into(), self.store().into()],
+        }
+    }
+    /// `lazysnap SUB <snapshot_args(name)>`, for a read command (`mount`,
+    /// `extract`, `cat`, `ls`); append its positional arguments.
+    pub fn read_cmd(&self, sub: &str, name: &str) -> Command {
+        let mut c = self.cmd();
+        c.arg(sub).args(self.snapshot_args(name));
+        c
+    }
+    /// `lazysnap SUB NAME --store STORE`, for a command about the store's
+    /// snapshots (`verify`, `inspect`, `log`, `diff`, `squash`, `rm`).
+    pub fn store_cmd(&self, sub: &str, name: &str) -> Command {
+        let mut c = self.cmd();
+        c.args([sub, name, "--store", &self.store()]);
         c
     }
     /// `create SRC --name NAME` into the store.
     pub fn create(&self, src: &Path, name: &str) {
+        self.create_with(src, name, &[]);
+    }
+    /// `create SRC --name NAME EXTRA...` into the store (`--parent P`, ...).
+    pub fn create_with(&self, src: &Path, name: &str, extra: &[&str]) {
         run_ok(
             self.cmd()
                 .arg("create")
                 .arg(src)
-                .args(["--store", &self.store(), "--name", name]),
+                .args(["--store", &self.store(), "--name", name])
+                .args(extra),
         );
+    }
+    /// `extract NAME DEST`; returns the command's output.
+    pub fn extract(&self, name: &str, dest: &Path, extra: &[&str]) -> Output {
+        run_ok(self.read_cmd("extract", name).arg(dest).args(extra))
+    }
+    /// `cat NAME PATH`: the file's bytes.
+    pub fn cat(&self, name: &str, path: &str) -> Vec<u8> {
+        run_ok(self.read_cmd("cat", name).arg(path)).stdout
     }
     /// `mount NAME AT EXTRA...` (writable unless EXTRA says `--read-only`);
     /// the command must return within 10 s.
@@ -1118,13 +1268,7 @@ impl Env {
         let m = self.p(at);
         fs::create_dir_all(&m).expect("mkdir mnt");
         let t0 = std::time::Instant::now();
-        run_ok(
-            self.cmd()
-                .args(["mount", name])
-                .arg(&m)
-                .args(["--store", &self.store()])
-                .args(extra),
-        );
+        run_ok(self.read_cmd("mount", name).arg(&m).args(extra));
         assert!(
             t0.elapsed() < std::time::Duration::from_secs(10),
             "mount took {:?}",
@@ -1152,7 +1296,7 @@ impl Env {
     pub fn pid(&self, m: &Path) -> i32 {
         self.stats(m)["mount"]["pid"].as_i64().expect("pid") as i32
     }
-    /// `save MNT --name NAME`.
+    /// `save MNT --name NAME` (to the store the mount's snapshot is in).
     pub fn save(&self, m: &Path, name: &str) -> Output {
         run_ok(self.cmd().arg("save").arg(m).args(["--name", name]))
     }
