@@ -35,10 +35,7 @@ fn shaper(env: &Env, rtt: Duration) -> (lazysnap::shaper::Shaper, tokio::runtime
         .enable_all()
         .build()
         .expect("rt");
-    let shape = lazysnap::shaper::LinkShape {
-        rtt,
-        bandwidth: None,
-    };
+    let shape = lazysnap::shaper::LinkShape { rtt, bandwidth: None };
     let listen = "127.0.0.1:0".parse().expect("addr");
     let sh = rt
         .block_on(lazysnap::shaper::Shaper::start(listen, env.s3().addr, shape))

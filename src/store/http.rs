@@ -164,7 +164,7 @@ impl UrlObject {
             if got != want_etag {
                 return Err(self.err(
                     StoreErrorKind::Precondition,
-                    "the object changed since it was opened (ETag differs)",
+                    "the object was replaced: its ETag is not the one expected",
                 ));
             }
         }
@@ -281,7 +281,7 @@ impl UrlObject {
             412 => {
                 return self.err(
                     StoreErrorKind::Precondition,
-                    "the object changed since it was opened (412 Precondition Failed)",
+                    "the object was replaced: its ETag is not the one expected (412 Precondition Failed)",
                 )
             }
             429 | 503 => StoreErrorKind::Throttled,
@@ -503,7 +503,13 @@ mod tests {
         let v2 = parse_url("https://h/o?Expires=1796184148&Signature=x", "t").expect("url");
         assert_eq!(when(url_expiry(&v2).expect("v2")), "2026-12-02T04:02:28Z");
         assert!(url_expiry(&parse_url("https://h/o", "t").expect("url")).is_none());
-        for bad in ["ftp://h/o", "file:///etc/passwd", "not a url", "https://", "data:text/plain,x"] {
+        for bad in [
+            "ftp://h/o",
+            "file:///etc/passwd",
+            "not a url",
+            "https://",
+            "data:text/plain,x",
+        ] {
             assert!(parse_url(bad, "t").is_err(), "{bad}");
         }
         assert!(parse_url(&format!("https://h/{}", "a".repeat(MAX_URL)), "t").is_err());

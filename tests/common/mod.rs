@@ -1090,6 +1090,10 @@ pub enum Access {
     File,
     /// `s3://snaps/ws` on an in-process S3 server.
     S3,
+    /// The same S3 store read through a presigned mount spec
+    /// (`presign NAME` once, then `--spec FILE`), by commands that hold no
+    /// credential.
+    Spec,
 }
 
 impl Access {
@@ -1115,7 +1119,7 @@ impl Access {
 }
 
 /// One `#[test]` per access path for `fn body(access: Access)`, in a module
-/// named after it (`body::file`, `body::s3`):
+/// named after it (`body::file`, `body::s3`, `body::spec`):
 ///
 /// * `access_tests!(body)`: every path a snapshot is read through (mount,
 ///   extract, cat, ls);
@@ -1123,7 +1127,7 @@ impl Access {
 #[macro_export]
 macro_rules! access_tests {
     ($body:ident) => {
-        $crate::access_tests!(@tests $body: file => File, s3 => S3);
+        $crate::access_tests!(@tests $body: file => File, s3 => S3, spec => Spec);
     };
     (writable: $body:ident) => {
         $crate::access_tests!(@tests $body: file => File, s3 => S3);
@@ -1165,7 +1169,7 @@ impl Env {
         let tmp = tempfile::tempdir().expect("tempdir");
         let s3 = match access {
             Access::File => None,
-            Access::S3 => Some(s3::S3Server::start(&tmp.path().join("s3"))),
+            Access::S3 | Access::Spec => Some(s3::S3Server::start(&tmp.path().join("s3"))),
         };
         Env {
             tmp,
@@ -1224,12 +1228,46 @@ impl Env {
     pub fn snapshot_args(&self, name: &str) -> Vec<OsString> {
         match self.access {
             Access::File | Access::S3 => vec![name.into(), "--store".into(), self.store().into()],
+            Access::Spec => vec!["--spec".into(), self.spec(name).into()],
         }
+    }
+    /// The mount spec of snapshot `name`, presigned (with the env's
+    /// credentials) the first time it is asked for and kept: a spec is
+    /// handed out once and read later, whatever the store does meanwhile.
+    pub fn spec(&self, name: &str) -> PathBuf {
+        let f = self.p(&format!("spec-{}.json", name.replace('/', "%")));
+        if !f.exists() {
+            run_ok(
+                self.cmd()
+                    .args(["presign", name, "--store", &self.store(), "--expires", "1h", "-o"])
+                    .arg(&f),
+            );
+        }
+        f
+    }
+    /// The binary for a command that reads a snapshot: [`Env::cmd`], except
+    /// that on the spec path it holds no credential, endpoint or AWS
+    /// setting at all (the spec's URLs are all it has).
+    pub fn reader(&self) -> Command {
+        if self.access != Access::Spec {
+            return self.cmd();
+        }
+        let mut c = lazysnap();
+        c.env("LAZYSNAP_STATE_DIR", self.p("state"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        c
     }
     /// `lazysnap SUB <snapshot_args(name)>`, for a read command (`mount`,
     /// `extract`, `cat`, `ls`); append its positional arguments.
     pub fn read_cmd(&self, sub: &str, name: &str) -> Command {
-        let mut c = self.cmd();
+        let mut c = self.reader();
         c.arg(sub).args(self.snapshot_args(name));
         c
     }
