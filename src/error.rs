@@ -171,9 +171,13 @@ impl Error {
             Error::Usage(_) => libc::EINVAL,
             Error::NotFound { .. } => libc::ENOENT,
             Error::Exists { .. } => libc::EEXIST,
+            // A replaced object: ESTALE, so a reader can tell "this file is
+            // gone stale" from a failed device. Every other store failure,
+            // denied and expired included, is EIO: read(2) has no
+            // permission errno, and EACCES would send a user to chmod; the
+            // store's own word is in the log and in `stats`.
             Error::Store { kind, .. } => match kind {
                 StoreErrorKind::Precondition => libc::ESTALE,
-                StoreErrorKind::Denied | StoreErrorKind::Expired => libc::EACCES,
                 _ => libc::EIO,
             },
             Error::Corrupt { .. } | Error::Invalid { .. } | Error::Internal(_) | Error::Daemon(_) => libc::EIO,
@@ -190,6 +194,57 @@ impl Error {
         match self {
             Error::Usage(_) => 2,
             _ => 1,
+        }
+    }
+}
+
+/// A failure shared among several waiters (one fetch many readers wait
+/// on) is handed to each as its own copy, with the same variant, kind,
+/// errno and message.
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        match self {
+            Error::Usage(m) => Error::Usage(m.clone()),
+            Error::NotFound { what } => Error::NotFound { what: what.clone() },
+            Error::Exists { what } => Error::Exists { what: what.clone() },
+            Error::Corrupt { what, why } => Error::Corrupt {
+                what: what.clone(),
+                why: why.clone(),
+            },
+            Error::Invalid { what, why } => Error::Invalid {
+                what: what.clone(),
+                why: why.clone(),
+            },
+            Error::Refused { what, why } => Error::Refused {
+                what: what.clone(),
+                why: why.clone(),
+            },
+            Error::Unsupported { what, why } => Error::Unsupported {
+                what: what.clone(),
+                why: why.clone(),
+            },
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            Error::InUse { what, why } => Error::InUse {
+                what: what.clone(),
+                why: why.clone(),
+            },
+            Error::Store { kind, what, why } => Error::Store {
+                kind: *kind,
+                what: what.clone(),
+                why: why.clone(),
+            },
+            Error::Internal(m) => Error::Internal(m.clone()),
+            Error::Daemon(m) => Error::Daemon(m.clone()),
+            Error::Timeout { what, secs } => Error::Timeout {
+                what: what.clone(),
+                secs: *secs,
+            },
         }
     }
 }
@@ -235,6 +290,47 @@ impl<T> IoContext<T> for io::Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_error_keeps_its_errno_and_message() {
+        let all = [
+            Error::Usage("u".into()),
+            Error::not_found("n"),
+            Error::Exists { what: "e".into() },
+            Error::corrupt("c", "why"),
+            Error::Invalid {
+                what: "i".into(),
+                why: "w".into(),
+            },
+            Error::refused("r", "w"),
+            Error::Unsupported {
+                what: "s".into(),
+                why: "w".into(),
+            },
+            Error::io("io", io::Error::from_raw_os_error(libc::ENOSPC)),
+            Error::io("io", io::Error::new(io::ErrorKind::UnexpectedEof, "short")),
+            Error::in_use("m", "busy"),
+            Error::store(StoreErrorKind::Denied, "k", "403"),
+            Error::store(StoreErrorKind::Expired, "k", "expired"),
+            Error::store(StoreErrorKind::Precondition, "k", "412"),
+            Error::store(StoreErrorKind::Throttled, "k", "503"),
+            Error::Internal("x".into()),
+            Error::Daemon("d".into()),
+            Error::Timeout {
+                what: "t".into(),
+                secs: 1.5,
+            },
+        ];
+        for e in &all {
+            let c = e.clone();
+            assert_eq!(
+                (c.errno(), c.exit_code(), c.to_string()),
+                (e.errno(), e.exit_code(), e.to_string())
+            );
+        }
+        assert_eq!(all[10].clone().errno(), libc::EIO);
+        assert_eq!(all[12].clone().errno(), libc::ESTALE);
+    }
 
     #[test]
     fn long_names_are_shortened() {

@@ -957,6 +957,7 @@ const SECRET_BEARING_TARGETS: &[&str] = &[
     "aws_runtime=error",
     "aws_credential_types=info",
     "hyper=info",
+    "reqwest=info",
     "hyper_util=info",
     "h2=info",
     "rustls=info",

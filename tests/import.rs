@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -33,28 +31,6 @@ fn raw_entry(out: &mut Vec<u8>, name: &[u8], typeflag: u8, link: &[u8], data: &[
 fn finish(mut t: Vec<u8>) -> Vec<u8> {
     t.resize(t.len() + 1024, 0);
     t
-}
-
-fn pipe(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let data = input.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&data));
-    let out = child.wait_with_output().expect("wait");
-    writer.join().expect("join").expect("write");
-    assert!(out.status.success());
-    out.stdout
-}
-
-fn tar_of(dir: &Path) -> Vec<u8> {
-    let out = Command::new("tar")
-        .args(["--format=pax", "--xattrs", "--xattrs-include=*", "-C"])
-        .arg(dir)
-        .args(["-cf", "-", "."])
-        .output()
-        .expect("tar");
-    assert!(out.status.success());
-    out.stdout
 }
 
 #[test]

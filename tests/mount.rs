@@ -201,6 +201,50 @@ fn one_small_file_fetches_little_and_sixteen_readers_agree(access: Access) {
 }
 access_tests!(one_small_file_fetches_little_and_sixteen_readers_agree);
 
+/// An object replaced under a mount (removed and created again under the
+/// same name, other bytes): the mount keeps serving the object it opened
+/// or fails the reads it cannot serve from it, with ESTALE (a remote
+/// object's ETag no longer matches); it never returns bytes of the new
+/// object, or of both. (A local store keeps the opened file, so its reads
+/// go on with the old bytes.)
+fn an_object_replaced_under_a_mount_never_gives_bytes_of_two(access: Access) {
+    if !require_fuse() {
+        return;
+    }
+    let mut env = Env::with_access(access);
+    let t = env.p("t");
+    std::fs::create_dir(&t).expect("mkdir");
+    let (a, b) = (noise(1 << 20, 1), noise(1 << 20, 2));
+    std::fs::write(t.join("a"), &a).expect("write");
+    std::fs::write(t.join("b"), &b).expect("write");
+    env.create_with(&t, "r", &["--frame-size", "64KiB"]);
+    let m = env.mount_ro("r", "mnt", &[]);
+    assert!(std::fs::read(m.join("a")).expect("read a") == a);
+
+    let new_b = noise(1 << 20, 3);
+    std::fs::write(t.join("b"), &new_b).expect("write");
+    std::fs::remove_file(env.object_file("r")).expect("rm");
+    env.create_with(&t, "r", &["--frame-size", "64KiB"]);
+
+    let got = std::fs::read(m.join("b"));
+    assert!(std::fs::read(m.join("a")).expect("a, cached") == a);
+    match (access, got) {
+        (Access::File, Ok(got)) => assert!(got == b, "the local mount read other bytes"),
+        (Access::File, Err(e)) => panic!("a local mount failed a read: {e}"),
+        (_, Ok(got)) => panic!(
+            "a read of a replaced object succeeded ({}): {}",
+            got.len(),
+            if got == new_b { "the new bytes" } else { "mixed bytes" }
+        ),
+        (_, Err(e)) => assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}"),
+    }
+    if access.remote() {
+        assert!(env.stats(&m)["errors"].as_u64().expect("errors") >= 1);
+    }
+    env.umount(&m);
+}
+access_tests!(an_object_replaced_under_a_mount_never_gives_bytes_of_two);
+
 /// An in-process mount over a fault-injecting store.
 struct FaultyMount {
     rt: tokio::runtime::Runtime,

@@ -370,7 +370,7 @@ impl Fetcher {
         }
         for (pos, rx) in waits {
             let r = rx.await.map_err(|_| Error::Internal("fetch task vanished".into()))?;
-            out[pos] = Some(r.map_err(|e| share_error(&e))?);
+            out[pos] = Some(r.map_err(|e| Error::clone(&e))?);
         }
         Ok(out.into_iter().flatten().collect())
     }
@@ -637,19 +637,6 @@ impl Drop for PanicGuard<'_> {
             let e = Arc::new(Error::Internal("fetch task failed (see the log)".into()));
             self.fetcher.complete_all(self.layer, &self.frames, e);
         }
-    }
-}
-
-/// Rebuild an owned error from a shared one (same errno and message).
-fn share_error(e: &Error) -> Error {
-    match e {
-        Error::Corrupt { what, why } => Error::corrupt(what.clone(), why.clone()),
-        Error::Timeout { what, secs } => Error::Timeout {
-            what: what.clone(),
-            secs: *secs,
-        },
-        Error::NotFound { what } => Error::not_found(what.clone()),
-        other => Error::Internal(other.to_string()),
     }
 }
 

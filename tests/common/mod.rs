@@ -1034,6 +1034,48 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// `len` incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+/// `input` piped through `cmd` (a stock compressor): its output.
+pub fn pipe(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("join").expect("write");
+    assert!(out.status.success(), "{cmd:?}");
+    out.stdout
+}
+
+/// A pax tar of `dir` (xattrs, nanosecond times) made by stock GNU tar.
+pub fn tar_of(dir: &Path) -> Vec<u8> {
+    let out = Command::new("tar")
+        .args(["--format=pax", "--xattrs", "--xattrs-include=*", "-C"])
+        .arg(dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .expect("tar");
+    assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
 /// Run `cmd` with bash; panics with its stderr if it fails. Returns stdout.
 pub fn sh(cmd: &str) -> String {
     let o = Command::new("bash").args(["-c", cmd]).output().expect("bash");

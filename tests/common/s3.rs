@@ -8,6 +8,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// The access key the server accepts.
 pub const AK: &str = "AKLAZYSNAPTEST";
@@ -113,5 +114,43 @@ impl S3Server {
                     .count()
             })
             .unwrap_or(0)
+    }
+}
+
+/// The shaping proxy in front of `upstream`, with `rtt` and no bandwidth
+/// cap; it runs until the returned runtime is dropped.
+pub fn shaper(upstream: SocketAddr, rtt: Duration) -> (lazysnap::shaper::Shaper, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let shape = lazysnap::shaper::LinkShape { rtt, bandwidth: None };
+    let listen = "127.0.0.1:0".parse().expect("addr");
+    let sh = rt
+        .block_on(lazysnap::shaper::Shaper::start(listen, upstream, shape))
+        .expect("shaper");
+    (sh, rt)
+}
+
+impl S3Server {
+    /// A presigned GET URL of `key` in [`BUCKET`], made by the AWS SDK
+    /// itself (not by lazysnap), for a server reached at `endpoint`.
+    pub fn presign_get(&self, endpoint: SocketAddr, key: &str, expires: Duration) -> String {
+        let creds = aws_sdk_s3::config::Credentials::new(AK, SK, None, None, "test");
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://{endpoint}"))
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(conf);
+        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires).expect("expiry");
+        let req = self
+            ._rt
+            .block_on(client.get_object().bucket(BUCKET).key(key).presigned(cfg))
+            .expect("presign");
+        req.uri().to_string()
     }
 }
