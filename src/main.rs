@@ -26,7 +26,11 @@ Environment:
   LAZYSNAP_STATE_DIR      mount records, daemon logs, default upper dirs
                           (else $XDG_STATE_HOME/lazysnap or ~/.local/state/lazysnap)
   LAZYSNAP_READ_TIMEOUT   default for --read-timeout
-  RUST_LOG                log filter on stderr (default: warn), e.g. RUST_LOG=debug";
+  RUST_LOG                log filter on stderr (default: warn), e.g. RUST_LOG=debug
+  s3:// stores: the AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE,
+  AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE for IRSA), AWS_REGION, AWS_ENDPOINT_URL;
+  LAZYSNAP_S3_PATH_STYLE=1 (or --s3-path-style), LAZYSNAP_S3_PART_SIZE (5MiB-512MiB),
+  LAZYSNAP_S3_PARTS_IN_FLIGHT (1-16)";
 
 #[derive(Parser)]
 #[command(
@@ -49,11 +53,15 @@ struct Cli {
     /// (or, in a mount, the read) fails with a timeout.
     #[arg(long, global = true, env = "LAZYSNAP_READ_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     read_timeout: u64,
+    /// Address s3:// buckets by path (http://endpoint/bucket/key), as
+    /// MinIO and most S3-compatible servers need.
+    #[arg(long, global = true, env = "LAZYSNAP_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
+    s3_path_style: bool,
 }
 
 #[derive(clap::Args, Clone)]
 struct StoreArg {
-    /// Store URI: a directory path or file:///DIR.
+    /// Store URI: a directory path, file:///DIR, or s3://BUCKET/PREFIX.
     #[arg(long, env = "LAZYSNAP_STORE", default_value_os_t = default_store(), value_name = "URI")]
     store: PathBuf,
 }
@@ -180,7 +188,7 @@ enum Command {
     /// Restore a snapshot into a new directory (atomic, parallel); or
     /// stream a plain .tar, .tar.gz or .tar.zst from an https:// URL into one.
     #[command(
-        after_help = "Example:\n  lazysnap extract org/repo/main ./restored --store /srv/snaps\n  lazysnap extract --spec main.spec.json ./restored"
+        after_help = "Example:\n  lazysnap extract org/repo/main ./restored --store /srv/snaps\n  lazysnap extract --spec main.spec.json ./restored\n  lazysnap extract \"https://bucket.s3.amazonaws.com/org/repo/cache.tar.gz?X-Amz-...\" ./restored"
     )]
     Extract {
         /// Snapshot name (left out with --spec), or the https:// URL of a
@@ -981,6 +989,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if cli.s3_path_style {
+        // The S3 store reads it, and a mount daemon inherits it. (Set
+        // before any thread starts.)
+        std::env::set_var("LAZYSNAP_S3_PATH_STYLE", "1");
+    }
     if !matches!(cli.cmd, Command::Mount { .. }) {
         // A closed stdout (`lazysnap ls --json | head`) ends the command
         // quietly, as it does any Unix tool. (Not in a mount daemon, whose

@@ -36,6 +36,13 @@ fn commands_list_and_remove_and_a_trace_log_holds_no_secret() {
 
     let o = run_ok(s3.cmd().args(["list", "--store", STORE]));
     assert_eq!(listed_names(&o), ["base"]);
+    // The flag does what the variable does.
+    let o = run_ok(
+        s3.cmd()
+            .env_remove("LAZYSNAP_S3_PATH_STYLE")
+            .args(["list", "--s3-path-style", "--store", STORE]),
+    );
+    assert_eq!(listed_names(&o), ["base"]);
     run_ok(&mut s3.store_cmd("inspect", "base"));
     // A trace-level log holds no secret, signature or credential.
     let o = run_ok(s3.store_cmd("verify", "base").env("RUST_LOG", "trace"));
