@@ -523,7 +523,8 @@ fn no_stale_mounts_after_umount_sigterm_or_sigkill() {
         env.mounts.retain(|x| x != &m);
         assert!(!mounted(&m), "stale mount after signal {sig}");
         let o = run_fail(env.cmd().arg("stats").arg(&m));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("lazysnap mount at"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("lazysnap mount at"), "after signal {sig}: {err}");
         // The mount point is usable again.
         assert_eq!(std::fs::read_dir(&m).expect("ls").count(), 0);
     }

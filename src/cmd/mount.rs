@@ -476,6 +476,16 @@ fn serve(
         lower: layout.as_ref().map(|(l, _)| l.clone()),
         upper: layout.as_ref().map(|(_, u)| u.clone()),
     };
+    // Handlers first: a SIGTERM that comes as soon as the mount is ready
+    // must unmount and remove the record, not kill the daemon outright.
+    let (mut term, mut int) = {
+        let _rt = rt.enter();
+        let on = |kind| tokio::signal::unix::signal(kind).map_err(|e| Error::io("signal handler", e));
+        (
+            on(tokio::signal::unix::SignalKind::terminate())?,
+            on(tokio::signal::unix::SignalKind::interrupt())?,
+        )
+    };
     write_record(&record)?;
     tracing::info!("mounted {name} at {}", mnt.display());
     report_ready(&Ok(()));
@@ -486,11 +496,9 @@ fn serve(
     };
     let mut ended = handle.ended();
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| Error::io("SIGTERM handler", e))?;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = int.recv() => break,
                 _ = term.recv() => break,
                 r = ended.changed() => { if r.is_err() || *ended.borrow() { break; } }
                 conn = listener.accept() => {
