@@ -116,7 +116,10 @@ fn a_presigned_spec_reads_a_chain_with_no_credential() {
     // (The log goes with a clean unmount: read it first.)
     let log = fs::read_to_string(stats["mount"]["log"].as_str().expect("log")).expect("daemon log");
     env.umount(&m);
-    assert!(log.contains("TRACE"), "the daemon did not log at trace level");
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "the daemon did not log below info: {log}"
+    );
     assert_no_secret("the mount daemon's log", &log);
 }
 
