@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Benchmarks on a realistic tree (a Next.js workspace, ~21k files, ~430 MB).
-#   ./scripts/bench.sh [format] [mount] [save]   (sections; default: all)
+#   ./scripts/bench.sh [format] [mount] [save] [remote]
+#   (sections; default: format mount save)
+# remote: issue 15's acceptance item 3 over a shaped link (20 ms RTT,
+#   1 Gbit/s) to a loopback S3 server, read through presigned specs:
+#   extract --spec vs curl | zstd -d | tar -x, a cold sequential read of a
+#   1 GiB file through a --spec mount vs a raw ranged GET, mount ready and
+#   first byte; medians, ratios and PASS/FAIL. It builds the s3_server
+#   example (dev-dependencies), writes 1 GiB of random data (kept) and
+#   needs /dev/fuse, curl and jq; run it as `./scripts/bench.sh remote`.
 # Env: LAZYSNAP_BENCH_DIR (work dir, default /tmp/lazysnap-bench),
 #      LAZYSNAP_BENCH_TREE (use this tree instead of installing Next.js),
-#      RUNS (repetitions of each timing, default 3; the best is reported).
+#      RUNS (repetitions of each timing, default 3 and the best reported;
+#      remote: default 5, at least 5, and the median reported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
@@ -25,7 +34,9 @@ if [ ! -d "$tree/node_modules" ] && [ -z "${LAZYSNAP_BENCH_TREE:-}" ]; then
 fi
 
 echo "== building lazysnap (release)"
-cargo build --release --locked -j "${CARGO_BUILD_JOBS:-2}" 2>&1 | tail -n 1
+targets=()
+case " $sections " in *" remote "*) targets=(--bins --example s3_server) ;; esac
+cargo build --release --locked -j "${CARGO_BUILD_JOBS:-2}" "${targets[@]}" 2>&1 | tail -n 1
 bin="$repo/target/release/lazysnap"
 
 # best_of CMD...: run CMD $runs times (after `prep` if defined), print the best wall time in seconds.
@@ -205,6 +216,157 @@ section_save() {
     "$bin" umount "$mnt"
     echo "| mount of a 10-deep chain until ls works | $d s, $reqs store requests |"
     rm -rf "$copy"
+}
+
+# ---- remote: issue 15's acceptance item 3, through the shaping proxy ----
+# An S3 server (s3s-fs, examples/s3_server.rs) on loopback behind
+# lazysnap-shaper at 20 ms RTT / 1 Gbit/s; the snapshots are written with
+# credentials straight to the server and read back with none, through
+# presigned mount specs whose URLs point at the shaper.
+
+# median V...: the median of the values (mean of the middle two if even).
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# verdict VALUE OP LIMIT: PASS or FAIL.
+verdict() {
+    if (( $(echo "$1 $2 $3" | bc -l) )); then echo PASS; else echo FAIL; fi
+}
+
+remote_pids=()
+remote_mnts=()
+remote_cleanup() {
+    local m p
+    for m in "${remote_mnts[@]}"; do
+        mountpoint -q "$m" 2>/dev/null && { "$bin" umount "$m" >/dev/null 2>&1 || fusermount3 -uz "$m" 2>/dev/null || true; }
+    done
+    for p in "${remote_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${remote_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    remote_pids=()
+}
+
+# wait_listening LOG PID: the address the server at PID printed to LOG
+# (`listening on [http://]HOST:PORT`).
+wait_listening() {
+    local i addr
+    for i in $(seq 200); do
+        addr=$(sed -n 's|^listening on \(http://\)\{0,1\}\([0-9.:]*\).*|\2|p' "$1" | head -n 1)
+        if [ -n "$addr" ]; then echo "$addr"; return 0; fi
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "bench.sh: server did not start; its log:" >&2; cat "$1" >&2; return 1
+}
+
+section_remote() {
+    local tool
+    for tool in curl jq mountpoint; do
+        command -v "$tool" >/dev/null 2>&1 || { echo "bench.sh: $tool is required for remote" >&2; exit 1; }
+    done
+    local rruns=${RUNS:-5}
+    if [ "$rruns" -lt 5 ]; then echo "== remote: RUNS=$rruns is below 5; using 5"; rruns=5; fi
+    local rdir="$work/remote" big="$work/remote-big" s3dir="$work/remote/s3"
+    local mnt="$work/remote/mnt" out="$work/remote/out" ak=AKBENCH sk=bench-secret-key
+    local shaper="$repo/target/release/lazysnap-shaper" server="$repo/target/release/examples/s3_server"
+    export LAZYSNAP_STATE_DIR="$work/state"
+    # Readers hold no credential: nothing AWS_* in this shell's environment.
+    local v
+    for v in $(compgen -e | grep '^AWS_' || true); do unset "$v"; done
+    trap remote_cleanup EXIT
+    rm -rf "$rdir"; mkdir -p "$s3dir/bench" "$mnt" "$big"
+    remote_mnts=("$mnt")
+
+    # 1 GiB of low-compressibility data (kept between runs).
+    if [ "$(stat -c %s "$big/big.bin" 2>/dev/null || echo 0)" != 1073741824 ]; then
+        echo "== remote: writing 1 GiB from /dev/urandom"
+        head -c 1073741824 /dev/urandom > "$big/big.bin"
+    fi
+
+    "$server" "$s3dir" 0 "$ak" "$sk" > "$rdir/s3.log" 2>&1 &
+    remote_pids+=($!)
+    local s3addr; s3addr=$(wait_listening "$rdir/s3.log" "$!")
+    "$shaper" --upstream "$s3addr" --listen 127.0.0.1:0 --rtt 20ms --bandwidth 1Gbit > "$rdir/shaper.log" 2>&1 &
+    remote_pids+=($!)
+    local link; link=$(wait_listening "$rdir/shaper.log" "$!")
+    echo "== remote: S3 server at $s3addr, shaper at $link (20 ms RTT, 1 Gbit/s)"
+
+    # with_s3 ENDPOINT CMD...: CMD with the S3 credentials, against ENDPOINT.
+    with_s3() {
+        local ep=$1; shift
+        env AWS_ENDPOINT_URL="http://$ep" AWS_ACCESS_KEY_ID="$ak" AWS_SECRET_ACCESS_KEY="$sk" \
+            AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true LAZYSNAP_S3_PATH_STYLE=1 "$@"
+    }
+    local t
+    t=$(now); with_s3 "$s3addr" "$bin" create "$tree" --store s3://bench/snaps --name next >/dev/null
+    echo "== remote: created next in $(since "$t") s"
+    t=$(now); with_s3 "$s3addr" "$bin" create "$big" --store s3://bench/snaps --name big >/dev/null
+    echo "== remote: created big in $(since "$t") s"
+    # Presigned through the shaper's address: every read crosses the link.
+    with_s3 "$link" "$bin" presign next --store s3://bench/snaps --expires 2h -o "$rdir/next.json" >/dev/null
+    with_s3 "$link" "$bin" presign big --store s3://bench/snaps --expires 2h -o "$rdir/big.json" >/dev/null
+    local next_url big_url big_data
+    next_url=$(jq -r '.layers[0].url' "$rdir/next.json")
+    big_url=$(jq -r '.layers[0].url' "$rdir/big.json")
+    # The data frames: everything before the index.
+    big_data=$(jq -r '.layers[0].index_offset' "$rdir/big.json")
+    case "$big_data" in ''|null) echo "bench.sh: no index_offset in the big spec" >&2; exit 1 ;; esac
+    echo "== remote: next $(jq -r '.layers[0].size' "$rdir/next.json") bytes, big $(jq -r '.layers[0].size' "$rdir/big.json") bytes ($big_data of data frames); $rruns runs"
+
+    local r d ex=() st=() rd=() rg=() mr=() fb=() bytes
+    for r in $(seq "$rruns"); do
+        # 2. Full restore: extract --spec against curl | zstd -d | tar -x
+        #    (order alternating, caches dropped, destinations on disk).
+        local order="ls curl"; [ $((r % 2)) = 0 ] && order="curl ls"
+        for tool in $order; do
+            rm -rf "$out"; drop_caches
+            if [ "$tool" = ls ]; then
+                t=$(now); "$bin" extract --spec "$rdir/next.json" "$out"; ex+=("$(since "$t")")
+            else
+                mkdir -p "$out"
+                t=$(now); curl -sSf "$next_url" | zstd -dq | tar -x -C "$out"; st+=("$(since "$t")")
+            fi
+        done
+        rm -rf "$out"
+
+        # 3. Cold sequential read of the 1 GiB file on a fresh mount, against
+        #    one ranged GET of the object's data frames over the same link.
+        drop_caches
+        "$bin" mount --spec "$rdir/big.json" "$mnt" --read-only >/dev/null
+        t=$(now); dd if="$mnt/big.bin" of=/dev/null bs=1M status=none; d=$(since "$t")
+        "$bin" umount "$mnt"
+        rd+=("$(echo "1073741824 / $d / 1000000" | bc -l)")
+        t=$(now)
+        bytes=$(curl -sSf -r "0-$((big_data - 1))" -o /dev/null -w '%{size_download}' "$big_url")
+        d=$(since "$t")
+        [ "$bytes" = "$big_data" ] || { echo "bench.sh: ranged GET gave $bytes bytes, not $big_data" >&2; exit 1; }
+        rg+=("$(echo "$bytes / $d / 1000000" | bc -l)")
+
+        # 4. Mount ready (mount returned and ls works), then the first byte
+        #    of one small file.
+        drop_caches
+        t=$(now); "$bin" mount --spec "$rdir/next.json" "$mnt" --read-only >/dev/null; ls "$mnt" >/dev/null; mr+=("$(since "$t")")
+        t=$(now); head -c1 "$mnt/package.json" >/dev/null; fb+=("$(since "$t")")
+        "$bin" umount "$mnt"
+        echo "   run $r: extract ${ex[-1]} s, curl|zstd|tar ${st[-1]} s; read $(printf %.1f "${rd[-1]}") MB/s, GET $(printf %.1f "${rg[-1]}") MB/s; mount ${mr[-1]} s, first byte ${fb[-1]} s"
+    done
+    remote_cleanup
+    trap - EXIT
+
+    local m_ex m_st m_rd m_rg m_mr m_fb r_ex r_rd
+    m_ex=$(median "${ex[@]}"); m_st=$(median "${st[@]}")
+    m_rd=$(median "${rd[@]}"); m_rg=$(median "${rg[@]}")
+    m_mr=$(median "${mr[@]}"); m_fb=$(median "${fb[@]}")
+    # Verdicts on the unrounded ratios.
+    r_ex=$(echo "$m_ex / $m_st" | bc -l); r_rd=$(echo "$m_rd / $m_rg" | bc -l)
+    echo
+    echo "| through the shaper, 20 ms RTT / 1 Gbit/s (median of $rruns)          | lazysnap | reference | ratio | target | result |"
+    echo "|-------------------------------------------------------------------|----------|-----------|-------|--------|--------|"
+    echo "| extract --spec vs curl \| zstd -d \| tar -x, Next.js (s)            | $m_ex | $m_st | $(printf %.2f "$r_ex") | ≤ 1.00 | $(verdict "$r_ex" '<=' 1.00) |"
+    echo "| cold read of 1 GiB file, --spec mount vs ranged GET (MB/s)        | $(printf %.1f "$m_rd") | $(printf %.1f "$m_rg") | $(printf %.2f "$r_rd") | ≥ 0.80 | $(verdict "$r_rd" '>=' 0.80) |"
+    echo "| mount --spec until ls works, Next.js (s)                          | $m_mr | | | | |"
+    echo "| first byte of package.json after mount (s)                        | $m_fb | | | | |"
 }
 
 for s in $sections; do

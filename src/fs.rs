@@ -67,8 +67,54 @@ pub struct Statfs {
 /// Sequential-read state of one open file.
 #[derive(Debug, Default, Clone, Copy)]
 struct OpenFile {
+    /// The reading frontier: the furthest end read so far.
     next: u64,
+    /// How far ahead of the frontier to have asked for, in bytes.
     window: u64,
+    /// Where what readahead has asked for ends.
+    ahead: u64,
+}
+
+/// A read this close to the frontier still counts as sequential: the
+/// kernel's own readahead sends several reads of a file at once, and they
+/// may arrive here out of order.
+const SEQUENTIAL_SLACK: u64 = 2 << 20;
+
+/// Readahead asks for at least this part of its window at a time. A
+/// reader catches up with a request only when all of it has arrived, so
+/// the window must hold several: with a quarter, two or three requests are
+/// on the way while the reader consumes the one before them, which keeps a
+/// long fat link busy (a request of half the window would leave the link
+/// idle for a round trip each time the reader catches up).
+const READAHEAD_PARTS: u64 = 4;
+
+impl OpenFile {
+    /// Note a read of `offset..end` of a file of `size` bytes; what to
+    /// fetch ahead now, if anything (file offsets). On sequential reads the
+    /// window doubles up to `max`; it is topped up in parts of at least a
+    /// quarter of itself, so requests are few and large.
+    fn advance(&mut self, offset: u64, end: u64, size: u64, max: u64) -> Option<std::ops::Range<u64>> {
+        let sequential = offset <= self.next.saturating_add(SEQUENTIAL_SLACK)
+            && offset.saturating_add(SEQUENTIAL_SLACK) >= self.next;
+        if sequential {
+            self.next = self.next.max(end);
+            self.window = (self.window * 2).clamp(256 << 10, max.max(256 << 10));
+        } else {
+            *self = OpenFile {
+                next: end,
+                window: 0,
+                ahead: 0,
+            };
+            return None;
+        }
+        let target = size.min(self.next.saturating_add(self.window));
+        let from = self.ahead.max(self.next);
+        if target <= from || (target - from < self.window / READAHEAD_PARTS && target < size) {
+            return None;
+        }
+        self.ahead = target;
+        Some(from..target)
+    }
 }
 
 /// See the module docs.
@@ -227,28 +273,19 @@ impl Fs {
         }
     }
 
-    /// On sequential reads, fetch ahead within the file, doubling the window
-    /// up to the cap.
+    /// On sequential reads, fetch ahead within the file (see
+    /// [`OpenFile::advance`]).
     fn readahead(&self, layer: u32, e: &Entry, fh: u64, offset: u64, end: u64) {
-        let window = {
+        let ahead = {
             let mut open = self.open.lock();
             let Some(st) = open.get_mut(&fh) else { return };
-            let sequential = offset == st.next;
-            st.next = end;
-            st.window = if sequential {
-                (st.window * 2).clamp(256 << 10, self.readahead_max)
-            } else {
-                0
-            };
-            st.window
+            st.advance(offset, end, e.size, self.readahead_max)
         };
-        if window == 0 || end >= e.size {
-            return;
-        }
-        let ahead = e.offset + end..e.offset + e.size.min(end + window);
+        let Some(ahead) = ahead else { return };
         // Frames already in memory or on their way are skipped there.
         if let Some(l) = self.fetcher.layers().get(layer as usize) {
-            self.fetcher.fetch_background(layer, frame_range(&l.frames, ahead));
+            let range = e.offset + ahead.start..e.offset + ahead.end;
+            self.fetcher.fetch_background(layer, frame_range(&l.frames, range));
         }
     }
 
@@ -423,5 +460,43 @@ mod tests {
         fs.release(fh);
         let st = fs.fetcher().stats();
         assert!(st.frames_fetched >= 45 && st.errors == 0, "{st:?}");
+    }
+
+    #[test]
+    fn readahead_asks_for_large_parts_and_tolerates_reordered_reads() {
+        const K: u64 = 1 << 10;
+        const M: u64 = 1 << 20;
+        let (size, max) = (1 << 30, 16 * M);
+        let mut st = OpenFile::default();
+        let mut asked = Vec::new();
+        let mut off = 0;
+        // 128 KiB reads, every pair arriving swapped (the kernel sends
+        // its readahead's reads at once).
+        while off < 64 * M {
+            for o in [off + 128 * K, off] {
+                if let Some(r) = st.advance(o, o + 128 * K, size, max) {
+                    asked.push(r);
+                }
+            }
+            off += 256 * K;
+        }
+        // Contiguous, never behind the reader, the window grown to the cap
+        // and topped up in parts of at least a quarter of it.
+        assert!(asked.windows(2).all(|w| w[0].end == w[1].start), "{asked:?}");
+        assert_eq!(st.window, max);
+        assert!(st.ahead >= 64 * M + 3 * max / 4, "{st:?}");
+        let steady: Vec<u64> = asked.iter().skip(8).map(|r| r.end - r.start).collect();
+        assert!(!steady.is_empty() && steady.iter().all(|&n| n >= max / 4), "{steady:?}");
+        // A jump is random access: no readahead until reads are sequential again.
+        assert_eq!(st.advance(512 * M, 512 * M + 4 * K, size, max), None);
+        assert_eq!(st.window, 0);
+        let r = st
+            .advance(512 * M + 4 * K, 512 * M + 8 * K, size, max)
+            .expect("sequential again");
+        assert_eq!(r, 512 * M + 8 * K..512 * M + 8 * K + 256 * K);
+        // Near the end of the file: up to the end, then nothing more.
+        let mut st = OpenFile::default();
+        assert_eq!(st.advance(0, 100 * K, 300 * K, max), Some(100 * K..300 * K));
+        assert_eq!(st.advance(100 * K, 200 * K, 300 * K, max), None);
     }
 }

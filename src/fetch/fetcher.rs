@@ -72,7 +72,7 @@ impl Default for FetchConfig {
             disk: None,
             max_request: super::MAX_REQUEST,
             parallel: 4,
-            readahead_max: 8 << 20,
+            readahead_max: 16 << 20,
         }
     }
 }

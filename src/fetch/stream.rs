@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{coalesce, fetch_run, MAX_REQUEST};
+use super::{fetch_run, MAX_REQUEST};
 use crate::error::Result;
 use crate::format::Frame;
 use crate::store::ObjectHandle;
@@ -25,6 +25,35 @@ pub struct FrameData {
     pub data: Bytes,
 }
 
+/// The first read of a stream. A run is decoded only once all of it has
+/// arrived, and the first runs share the link, so the reader's first bytes
+/// come after about `parallel` first runs have crossed it: small first
+/// runs let it start at once. Later runs double up to [`MAX_REQUEST`].
+const FIRST_REQUEST: u64 = 1 << 20;
+
+/// All frames as runs of adjacent frames, the first of at most `first`
+/// bytes, each next one allowed twice as many, up to `max` (a run has at
+/// least one frame).
+fn ramped_runs(frames: &[Frame], first: u64, max: u64) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut cap = first.clamp(1, max.max(1));
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, f) in frames.iter().enumerate() {
+        if i > start && bytes + f.c_len > cap {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+            cap = cap.saturating_mul(2).min(max.max(1));
+        }
+        bytes += f.c_len;
+    }
+    if start < frames.len() {
+        out.push(start..frames.len());
+    }
+    out
+}
+
 /// Stream frames `frames[range]` in order. Must be called within a tokio runtime.
 pub fn stream_frames(
     object: ObjectHandle,
@@ -34,7 +63,7 @@ pub fn stream_frames(
 ) -> mpsc::Receiver<Result<FrameData>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
-        let runs = coalesce(&frames, 0..frames.len(), MAX_REQUEST);
+        let runs = ramped_runs(&frames, FIRST_REQUEST, MAX_REQUEST);
         let mut queue = runs.into_iter();
         let mut inflight = VecDeque::new();
         loop {
@@ -123,5 +152,30 @@ impl std::io::Read for StreamReader {
         buf[..n].copy_from_slice(&self.cur[..n]);
         let _ = self.cur.split_to(n);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_start_small_and_double_up_to_the_cap() {
+        let frames: Vec<Frame> = (0..40u64)
+            .map(|i| Frame {
+                c_off: i * 100,
+                c_len: 100,
+                u_off: i * 300,
+                u_len: 300,
+                digest: [0; 16],
+            })
+            .collect();
+        let runs = ramped_runs(&frames, 200, 800);
+        let lens: Vec<usize> = runs.iter().map(std::ops::Range::len).collect();
+        assert_eq!(lens, vec![2, 4, 8, 8, 8, 8, 2]);
+        assert!(runs.windows(2).all(|w| w[0].end == w[1].start) && runs[0].start == 0);
+        // Frames larger than the cap are runs of their own.
+        assert_eq!(ramped_runs(&frames[..3], 50, 800), vec![0..1, 1..2, 2..3]);
+        assert!(ramped_runs(&[], 200, 800).is_empty());
     }
 }
