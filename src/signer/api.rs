@@ -22,8 +22,9 @@
 //! `{"error": {"code": "outside_prefix", "message": "…"}}`. The codes, by
 //! status: 400 `bad_request`, `bad_name`; 401 `unauthorized`; 403
 //! `forbidden` (the token may only read), `outside_prefix`; 404
-//! `not_found`, `no_route`; 405 `method_not_allowed`; 409 `exists`,
-//! `in_use` (a diff's chain needs the snapshot); 413 `too_large`; 422
+//! `not_found`, `no_route`; 405 `method_not_allowed`; 408 `timeout` (the
+//! request body took too long); 409 `exists`, `refused` (a diff's chain
+//! needs the snapshot); 413 `too_large`; 422
 //! `mismatch` (a completed object is not what the writer declared),
 //! `corrupt` (a snapshot or its chain does not check out); 500 `internal`;
 //! 502 `store` (the store refused or answered nonsense); 503 `unavailable`
@@ -268,7 +269,7 @@ pub struct Aborted {
     pub upload_id: String,
 }
 
-/// The answer to `DELETE /v1/snapshots/{name}`: refused with 409 `in_use`
+/// The answer to `DELETE /v1/snapshots/{name}`: refused with 409 `refused`
 /// while a diff (anywhere in the store) was made on the snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Deleted {
