@@ -210,6 +210,25 @@ struct UploadRecord {
     deadline: Option<u64>,
 }
 
+impl UploadRecord {
+    /// Is the upload abandoned at `now`? A signed upload once past its
+    /// deadline (whoever recorded it, even a signer still running); else
+    /// one whose writer was a process of this machine that is gone, or
+    /// one from elsewhere older than [`FOREIGN_UPLOAD_AGE`].
+    fn abandoned(&self, now: std::time::SystemTime) -> bool {
+        if let Some(deadline) = self.deadline {
+            return epoch_secs(now) > deadline;
+        }
+        let here = self.boot_id.is_some() && self.boot_id == crate::sys::boot_id();
+        if here {
+            !crate::sys::same_process_alive(self.pid, self.start_time, self.boot_id.as_deref())
+        } else {
+            let made = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.created);
+            now.duration_since(made).is_ok_and(|age| age > FOREIGN_UPLOAD_AGE)
+        }
+    }
+}
+
 fn epoch_secs(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -501,16 +520,7 @@ impl S3Store {
             let Ok(rec) = read_record(&self.client, &self.bucket, &marker).await else {
                 continue;
             };
-            let here = rec.boot_id.is_some() && rec.boot_id == crate::sys::boot_id();
-            let dead = if let Some(deadline) = rec.deadline {
-                epoch_secs(now) > deadline
-            } else if here {
-                !crate::sys::same_process_alive(rec.pid, rec.start_time, rec.boot_id.as_deref())
-            } else {
-                let made = std::time::UNIX_EPOCH + std::time::Duration::from_secs(rec.created);
-                now.duration_since(made).is_ok_and(|age| age > FOREIGN_UPLOAD_AGE)
-            };
-            if !dead {
+            if !rec.abandoned(now) {
                 continue;
             }
             match abort_multipart(&self.client, &self.bucket, &rec.key, &rec.upload_id).await {
@@ -1252,6 +1262,36 @@ mod tests {
         }
         assert_eq!(content_range("bytes 0-99/1000"), Some((0, 100, 1000)));
         assert_eq!(content_range("bytes */1000"), None);
+    }
+
+    #[test]
+    fn signed_uploads_are_abandoned_at_their_deadline_only() {
+        let now = std::time::SystemTime::now();
+        let me = std::process::id();
+        let rec = |deadline: Option<std::time::SystemTime>, pid: u32, boot_id: Option<String>, age: u64| UploadRecord {
+            key: "k".into(),
+            upload_id: "id".into(),
+            pid,
+            start_time: crate::sys::process_start(pid),
+            boot_id,
+            created: epoch_secs(now) - age,
+            deadline: deadline.map(epoch_secs),
+        };
+        let here = crate::sys::boot_id();
+        let hour = std::time::Duration::from_secs(3600);
+        // Signed: by the deadline alone, though the recorder (this process) runs.
+        assert!(!rec(Some(now + hour), me, here.clone(), 0).abandoned(now));
+        assert!(rec(Some(now - hour), me, here.clone(), 0).abandoned(now));
+        assert!(!rec(Some(now + hour), me, Some("another machine".into()), 3 * 86_400).abandoned(now));
+        // A save's own: by its writer, or its age elsewhere.
+        assert!(!rec(None, me, here.clone(), 0).abandoned(now));
+        assert!(!rec(None, me, Some("another machine".into()), 3600).abandoned(now));
+        assert!(rec(None, me, Some("another machine".into()), 2 * 86_400).abandoned(now));
+        // A record written before deadlines existed still reads.
+        let old: UploadRecord =
+            serde_json::from_str(r#"{"key":"k","upload_id":"i","pid":1,"start_time":null,"boot_id":null,"created":0}"#)
+                .expect("old record");
+        assert!(old.deadline.is_none() && old.abandoned(now));
     }
 
     #[test]
