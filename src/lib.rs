@@ -12,6 +12,8 @@
 //! `create`, `create --parent` and `save`, plus `import` and `squash`, all
 //! publishing through one writer. [`cmd`] holds the read-side operations
 //! and the mount daemon behind the CLI; nothing below it imports it.
+//! [`signer`] is the service that holds a store's credentials and hands
+//! pods presigned URLs, scoped by token.
 
 pub mod build;
 pub mod cmd;
@@ -24,6 +26,7 @@ pub mod layer;
 pub mod mount;
 pub mod progress;
 pub mod shaper;
+pub mod signer;
 pub mod snapshot;
 pub mod spec;
 pub mod store;

@@ -373,6 +373,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve presigned URLs to pods that hold no credential: mount specs,
+    /// listings, multipart uploads and deletes, each scoped by a bearer
+    /// token to a key prefix (JSON over HTTP, API v1).
+    #[command(after_help = "Example:\n  \
+        lazysnap signer --listen 0.0.0.0:8443 --store s3://bucket/snaps --tokens /etc/lazysnap/tokens.json \\\n      \
+        --tls-cert /etc/lazysnap/cert.pem --tls-key /etc/lazysnap/key.pem\n  \
+        curl -H \"Authorization: Bearer $TOKEN\" -d '{\"name\":\"org/repo/main\"}' https://signer:8443/v1/spec > main.spec.json\n\n\
+        The token file holds each token's SHA-256, never the token:\n  \
+        {\"version\": 1, \"tokens\": [{\"sha256\": \"<hex of sha256(token)>\", \"prefix\": \"org/repo/\",\n               \
+        \"rights\": \"read\" | \"read-write\", \"comment\": \"…\"}]}\n\
+        (printf %s \"$TOKEN\" | sha256sum). kill -HUP re-reads it; a broken file keeps the old tokens. \
+        Prints \"listening on ADDR\" once bound (--listen 127.0.0.1:0 picks a port).")]
+    Signer {
+        /// Address to listen on (HOST:PORT).
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// The store, s3://BUCKET/PREFIX (the signer's AWS credentials).
+        #[arg(long, value_name = "URI")]
+        store: String,
+        /// The token file (JSON; see below).
+        #[arg(long, value_name = "FILE")]
+        tokens: PathBuf,
+        /// PEM certificate chain: serve HTTPS (with --tls-key).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// How long URLs work, by default and at most (a request may ask
+        /// for less): 90s, 15m, 1h (at most 1 hour).
+        #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+        expires: std::time::Duration,
+        /// Upload part size (5MiB to 64MiB), raised for an upload whose
+        /// size hint needs more than 10,000 parts of it.
+        #[arg(long, default_value = "8MiB", value_parser = parse_size, value_name = "SIZE")]
+        part_size: u64,
+    },
     /// List the snapshots in a store: kind, size, entries, date, parent.
     #[command(after_help = "Example:\n  lazysnap list org/repo/ --store /srv/snaps --json")]
     List {
@@ -573,6 +610,10 @@ async fn remove_temporaries_on_signal() {
     };
     lazysnap::tmp::remove_registered();
     std::process::exit(code);
+}
+
+fn open_store_uri(uri: &str, read_timeout: u64) -> Result<Store> {
+    Ok(Store::open(uri)?.with_policy(policy(read_timeout)))
 }
 
 fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
@@ -932,6 +973,45 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 return Err(e);
             }
         }
+        Command::Signer {
+            listen,
+            store,
+            tokens,
+            tls_cert,
+            tls_key,
+            expires,
+            part_size,
+        } => {
+            if !store.starts_with("s3://") {
+                return Err(Error::Usage(format!(
+                    "--store {store}: the signer presigns URLs, so it needs an s3:// store"
+                )));
+            }
+            let config = lazysnap::signer::service::Config::with_expiry(expires, part_size)?;
+            let tokens = lazysnap::signer::tokens::Tokens::load(&tokens)?;
+            let tls = match (tls_cert, tls_key) {
+                (Some(c), Some(k)) => Some(lazysnap::signer::http::tls_acceptor(&c, &k)?),
+                _ => None,
+            };
+            let signer = lazysnap::signer::service::Signer::new(open_store_uri(&store, read_timeout)?, tokens, config);
+            h.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| Error::io(format!("listening on {listen}"), e))?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| Error::io(format!("listening on {listen}"), e))?;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "listening on {addr}").and_then(|()| out.flush()).ok();
+                drop(out);
+                tracing::info!(
+                    target: "lazysnap::signer",
+                    "serving {store} on {addr}{}",
+                    if tls.is_some() { " (TLS)" } else { "" }
+                );
+                lazysnap::signer::run(listener, std::sync::Arc::new(signer), tls).await
+            })?;
+        }
         Command::List { prefix, store, json } => {
             let rows = cmd::inspect::list(h, &open_store(&store)?, &prefix)?;
             if json {
@@ -972,8 +1052,14 @@ const SECRET_BEARING_TARGETS: &[&str] = &[
 ];
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A signer logs every call by default (one line each, at info).
+    let default_filter = match cli.cmd {
+        Command::Signer { .. } => "warn,lazysnap::signer=info",
+        _ => "warn",
+    };
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     // The AWS SDK and the HTTP stack log requests (URLs with their query
     // strings, signing material) at debug and trace: never below info,
     // whatever RUST_LOG asks for.
@@ -988,7 +1074,6 @@ fn main() -> ExitCode {
         // Colours only on a terminal: a daemon's log file is plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     if cli.s3_path_style {
         // The S3 store reads it, and a mount daemon inherits it. (Set
         // before any thread starts.)

@@ -299,6 +299,7 @@ fn help_logs_completions_and_progress() {
         "diff",
         "log",
         "list",
+        "signer",
         "completions",
         "man",
     ] {

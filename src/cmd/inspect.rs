@@ -452,18 +452,23 @@ fn changes(a: &Tree, b: &Tree) -> Vec<Change> {
 /// diff made on it) keeps it unless `force`: then those are left broken.
 /// Returns the snapshots that depended on it.
 pub fn rm(rt: &Handle, store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
+    rt.block_on(remove(store, name, force))
+}
+
+/// [`rm`], in a runtime (the signer service deletes this way).
+pub async fn remove(store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
     let key = crate::store::snapshot_key(name)?;
-    rt.block_on(store.size(&key)).map_err(|e| match e {
+    store.size(&key).await.map_err(|e| match e {
         Error::NotFound { .. } => Error::not_found(format!("snapshot {name} in {}", store.describe())),
         e => e,
     })?;
     let mut children = Vec::new();
-    for other in rt.block_on(store.list_snapshots(""))? {
+    for other in store.list_snapshots("").await? {
         if other == name {
             continue;
         }
         // An unreadable snapshot cannot need anything we can tell.
-        if let Ok(s) = rt.block_on(Snapshot::open(store, &other)) {
+        if let Ok(s) = Snapshot::open(store, &other).await {
             if s.index.parent.as_ref().is_some_and(|p| p.name == name) {
                 children.push(other);
             }
@@ -487,6 +492,6 @@ pub fn rm(rt: &Handle, store: &Store, name: &str, force: bool) -> Result<Vec<Str
             ),
         ));
     }
-    rt.block_on(store.delete(&key))?;
+    store.delete(&key).await?;
     Ok(children)
 }

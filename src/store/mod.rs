@@ -24,7 +24,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -97,6 +97,16 @@ pub trait ObjectBucket: Send + Sync + 'static {
     async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>>;
     /// Keys under `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Keys under `prefix` with their sizes (one listing where the backend
+    /// has sizes in it, as S3 does; else a size per key).
+    async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for k in self.list(prefix).await? {
+            let size = self.size(&k).await?;
+            out.push((k, size));
+        }
+        Ok(out)
+    }
     /// Remove `key`.
     async fn delete(&self, key: &str) -> Result<()>;
     /// Clean up what crashed writers left (temporary files, multipart
@@ -112,6 +122,33 @@ pub trait ObjectBucket: Send + Sync + 'static {
 pub trait ObjectSigner: Send + Sync + 'static {
     /// A URL that GETs object `key` until `expires` from now.
     async fn presign_get(&self, key: &str, expires: Duration) -> Result<String>;
+}
+
+/// Signs multipart uploads for a writer that holds no credential (the
+/// signer service's pods): the upload is created, recorded, completed and
+/// aborted here; only its parts go up through presigned URLs.
+///
+/// Every upload is recorded (as a save's own multipart uploads are) before
+/// its id is handed out, with a deadline: past it, the upload counts as
+/// abandoned and the next save or `gc` aborts it. The record also binds the
+/// id to its key, so an id is only ever used with the key it was made for.
+#[async_trait]
+pub trait MultipartSigner: Send + Sync + 'static {
+    /// Start a multipart upload of `key`, record it (abandoned after
+    /// `deadline`), and answer its id.
+    async fn create_multipart(&self, key: &str, deadline: SystemTime) -> Result<String>;
+    /// Check that upload `upload_id` is recorded for `key` (else
+    /// [`Error::NotFound`]); with `deadline`, move its deadline there.
+    async fn check_multipart(&self, key: &str, upload_id: &str, deadline: Option<SystemTime>) -> Result<()>;
+    /// A URL that uploads part `part` (1-based) of upload `upload_id` of
+    /// `key` with one PUT of its bytes, until `expires` from now.
+    async fn presign_part(&self, key: &str, upload_id: &str, part: u32, expires: Duration) -> Result<String>;
+    /// Complete the upload from `parts` (part number, ETag; ascending) and
+    /// forget its record. Never overwrites: if `key` exists, the upload is
+    /// aborted and the answer is [`Error::Exists`].
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[(u32, String)]) -> Result<()>;
+    /// Abort the upload and forget its record.
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
 }
 
 /// A backend with both capabilities (a local directory, a bucket).
@@ -216,6 +253,7 @@ pub struct Store {
     source: Arc<dyn ObjectSource>,
     bucket: Option<Arc<dyn ObjectBucket>>,
     signer: Option<Arc<dyn ObjectSigner>>,
+    multipart: Option<Arc<dyn MultipartSigner>>,
     stats: Arc<StoreStats>,
     policy: RetryPolicy,
 }
@@ -227,6 +265,7 @@ impl Store {
             source: inner.clone(),
             bucket: Some(inner),
             signer: None,
+            multipart: None,
             stats: Arc::new(StoreStats::default()),
             policy: RetryPolicy::default(),
         }
@@ -238,6 +277,7 @@ impl Store {
             source,
             bucket: None,
             signer: None,
+            multipart: None,
             stats: Arc::new(StoreStats::default()),
             policy: RetryPolicy::default(),
         }
@@ -247,6 +287,27 @@ impl Store {
     pub fn with_signer(mut self, signer: Arc<dyn ObjectSigner>) -> Store {
         self.signer = Some(signer);
         self
+    }
+
+    /// The same store, able to sign multipart uploads with `signer`.
+    pub fn with_multipart(mut self, signer: Arc<dyn MultipartSigner>) -> Store {
+        self.multipart = Some(signer);
+        self
+    }
+
+    /// The multipart signer, under the policy's deadline per call (see
+    /// [`MultipartSigner`]; only s3:// stores have one).
+    pub fn multipart(&self) -> Result<TimedMultipart<'_>> {
+        let signer = self.multipart.as_ref().ok_or_else(|| {
+            Error::Usage(format!(
+                "{} cannot sign uploads (only s3:// stores can)",
+                self.describe()
+            ))
+        })?;
+        Ok(TimedMultipart {
+            signer: signer.as_ref(),
+            policy: self.policy,
+        })
     }
 
     /// A presigned GET URL for object `key`, valid for `expires`.
@@ -300,7 +361,7 @@ impl Store {
     fn connect(uri: &str, create: bool) -> Result<Store> {
         if uri.starts_with("s3://") {
             let s3 = Arc::new(s3::S3Store::connect(uri)?);
-            return Ok(Store::new(s3.clone()).with_signer(s3));
+            return Ok(Store::new(s3.clone()).with_signer(s3.clone()).with_multipart(s3));
         }
         if let Some(path) = uri.strip_prefix(SPEC_SCHEME) {
             let spec = crate::spec::MountSpec::load(std::path::Path::new(path))?;
@@ -370,6 +431,20 @@ impl Store {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// Snapshot names in the store under `prefix` (a name prefix), with
+    /// their objects' sizes.
+    pub async fn list_snapshot_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let what = format!("listing {}", self.describe());
+        let bucket = self.bucket()?;
+        let mut named: Vec<(String, u64)> = retry(self.policy, &what, || bucket.list_sized(prefix))
+            .await?
+            .into_iter()
+            .filter_map(|(k, size)| k.strip_suffix(SNAPSHOT_SUFFIX).map(|n| (n.to_string(), size)))
+            .collect();
+        named.sort();
+        Ok(named)
     }
 
     /// See [`ObjectBucket::collect_garbage`].
@@ -455,6 +530,50 @@ impl ObjectHandle {
             Ok(b)
         })
         .await
+    }
+}
+
+/// A store's [`MultipartSigner`] with a deadline on every call (no
+/// retries: creating, completing and aborting are not idempotent).
+pub struct TimedMultipart<'a> {
+    signer: &'a dyn MultipartSigner,
+    policy: RetryPolicy,
+}
+
+impl TimedMultipart<'_> {
+    /// See [`MultipartSigner::create_multipart`].
+    pub async fn create(&self, key: &str, abandoned_after: SystemTime) -> Result<String> {
+        deadline(self.policy, key, self.signer.create_multipart(key, abandoned_after)).await
+    }
+
+    /// See [`MultipartSigner::check_multipart`].
+    pub async fn check(&self, key: &str, upload_id: &str, abandoned_after: Option<SystemTime>) -> Result<()> {
+        deadline(
+            self.policy,
+            key,
+            self.signer.check_multipart(key, upload_id, abandoned_after),
+        )
+        .await
+    }
+
+    /// See [`MultipartSigner::presign_part`].
+    pub async fn presign_part(&self, key: &str, upload_id: &str, part: u32, expires: Duration) -> Result<String> {
+        deadline(
+            self.policy,
+            key,
+            self.signer.presign_part(key, upload_id, part, expires),
+        )
+        .await
+    }
+
+    /// See [`MultipartSigner::complete_multipart`].
+    pub async fn complete(&self, key: &str, upload_id: &str, parts: &[(u32, String)]) -> Result<()> {
+        deadline(self.policy, key, self.signer.complete_multipart(key, upload_id, parts)).await
+    }
+
+    /// See [`MultipartSigner::abort_multipart`].
+    pub async fn abort(&self, key: &str, upload_id: &str) -> Result<()> {
+        deadline(self.policy, key, self.signer.abort_multipart(key, upload_id)).await
     }
 }
 

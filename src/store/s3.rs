@@ -24,6 +24,12 @@
 //! aborts the upload and forgets its record; the error names the key and
 //! the part. Parts are completed in part-number order, with `If-None-Match`.
 //!
+//! Signed uploads ([`MultipartSigner`], for the signer service): the same
+//! record, made before the id leaves this process, with a deadline that
+//! the signer moves on each batch of part URLs; past it the sweep aborts
+//! the upload whoever recorded it. Only the parts go up through presigned
+//! UploadPart URLs; completion (never overwriting) and aborts happen here.
+//!
 //! Part sizes: 8 MiB for parts 1–1,000, doubling every 1,000 parts, capped
 //! at 512 MiB, so an upload of unknown size fits S3's 10,000 parts up to
 //! 1000 × (8 + 16 + 32 + 64 + 128 + 256) MiB + 4000 × 512 MiB = 2,552,000 MiB
@@ -66,7 +72,9 @@ use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
-use super::{content_range, ObjectBucket, ObjectId, ObjectReader, ObjectSigner, ObjectSource, Priority, Upload};
+use super::{
+    content_range, MultipartSigner, ObjectBucket, ObjectId, ObjectReader, ObjectSigner, ObjectSource, Priority, Upload,
+};
 use crate::error::{Error, Result, StoreErrorKind};
 
 /// S3's limit on the parts of one multipart upload.
@@ -195,6 +203,106 @@ struct UploadRecord {
     start_time: Option<u64>,
     boot_id: Option<String>,
     created: u64,
+    /// An upload signed for a writer elsewhere (the signer service's): it
+    /// counts as abandoned after this (seconds since the epoch), whether or
+    /// not the process that recorded it still runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deadline: Option<u64>,
+}
+
+impl UploadRecord {
+    /// Is the upload abandoned at `now`? A signed upload once past its
+    /// deadline (whoever recorded it, even a signer still running); else
+    /// one whose writer was a process of this machine that is gone, or
+    /// one from elsewhere older than [`FOREIGN_UPLOAD_AGE`].
+    fn abandoned(&self, now: std::time::SystemTime) -> bool {
+        if let Some(deadline) = self.deadline {
+            return epoch_secs(now) > deadline;
+        }
+        let here = self.boot_id.is_some() && self.boot_id == crate::sys::boot_id();
+        if here {
+            !crate::sys::same_process_alive(self.pid, self.start_time, self.boot_id.as_deref())
+        } else {
+            let made = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.created);
+            now.duration_since(made).is_ok_and(|age| age > FOREIGN_UPLOAD_AGE)
+        }
+    }
+}
+
+fn epoch_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The key of upload `id`'s record in the uploads dir `dir`.
+fn marker_key(dir: &str, id: &str) -> String {
+    // Upload ids are opaque: keep only what is safe in a key.
+    let safe: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    format!("{dir}{safe}")
+}
+
+/// Record upload `id` of object `key` in the uploads dir `dir`, as written
+/// by this process (abandoned when it is gone, or after `deadline`).
+async fn record_upload(
+    client: &Client,
+    bucket: &str,
+    dir: &str,
+    key: &str,
+    id: &str,
+    deadline: Option<std::time::SystemTime>,
+) -> Result<()> {
+    let me = std::process::id();
+    let rec = UploadRecord {
+        key: key.to_string(),
+        upload_id: id.to_string(),
+        pid: me,
+        start_time: crate::sys::process_start(me),
+        boot_id: crate::sys::boot_id(),
+        created: epoch_secs(std::time::SystemTime::now()),
+        deadline: deadline.map(epoch_secs),
+    };
+    let body = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
+    let marker = marker_key(dir, id);
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(&marker)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| store_error(&marker, &e))?;
+    Ok(())
+}
+
+/// The record at `marker` ([`Error::NotFound`] if there is none or it is
+/// not a record).
+async fn read_record(client: &Client, bucket: &str, marker: &str) -> Result<UploadRecord> {
+    let got = client
+        .get_object()
+        .bucket(bucket)
+        .key(marker)
+        .send()
+        .await
+        .map_err(|e| store_error(marker, &e))?;
+    let body = got
+        .body
+        .collect()
+        .await
+        .map_err(|e| Error::store(StoreErrorKind::Transient, marker, format!("body cut short: {e}")))?;
+    serde_json::from_slice(&body.into_bytes()).map_err(|_| Error::not_found(marker.to_string()))
+}
+
+/// Forget the record of upload `id` (done or aborted); best effort: a
+/// record left behind only makes the sweep try an abort that finds nothing.
+async fn forget_upload(client: &Client, bucket: &str, dir: &str, id: &str) {
+    let _ = client
+        .delete_object()
+        .bucket(bucket)
+        .key(marker_key(dir, id))
+        .send()
+        .await;
 }
 
 /// A bucket and key prefix.
@@ -262,6 +370,11 @@ impl S3Store {
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// Where this store's uploads in progress are recorded.
+    fn uploads_dir(&self) -> String {
+        format!("{}{UPLOADS}", self.prefix)
     }
 }
 
@@ -403,21 +516,11 @@ impl S3Store {
     pub async fn abort_abandoned(&self) -> Result<usize> {
         let mut aborted = 0;
         let now = std::time::SystemTime::now();
-        for marker in self.list_keys(&format!("{}{UPLOADS}", self.prefix)).await? {
-            let got = self.client.get_object().bucket(&self.bucket).key(&marker).send().await;
-            let Ok(got) = got else { continue };
-            let Ok(body) = got.body.collect().await else { continue };
-            let Ok(rec) = serde_json::from_slice::<UploadRecord>(&body.into_bytes()) else {
+        for (marker, _) in self.list_keys(&self.uploads_dir()).await? {
+            let Ok(rec) = read_record(&self.client, &self.bucket, &marker).await else {
                 continue;
             };
-            let here = rec.boot_id.is_some() && rec.boot_id == crate::sys::boot_id();
-            let dead = if here {
-                !crate::sys::same_process_alive(rec.pid, rec.start_time, rec.boot_id.as_deref())
-            } else {
-                let made = std::time::UNIX_EPOCH + std::time::Duration::from_secs(rec.created);
-                now.duration_since(made).is_ok_and(|age| age > FOREIGN_UPLOAD_AGE)
-            };
-            if !dead {
+            if !rec.abandoned(now) {
                 continue;
             }
             match abort_multipart(&self.client, &self.bucket, &rec.key, &rec.upload_id).await {
@@ -431,18 +534,22 @@ impl S3Store {
                 .key(&marker)
                 .send()
                 .await;
-            tracing::info!(
-                "{}: aborted an abandoned upload (writer pid {} is gone)",
-                rec.key,
-                rec.pid
-            );
+            match rec.deadline {
+                Some(_) => tracing::info!("{}: aborted an abandoned signed upload (past its deadline)", rec.key),
+                None => tracing::info!(
+                    "{}: aborted an abandoned upload (writer pid {} is gone)",
+                    rec.key,
+                    rec.pid
+                ),
+            }
             aborted += 1;
         }
         Ok(aborted)
     }
 
-    /// Every key under the full key prefix `prefix`, all pages.
-    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+    /// Every key under the full key prefix `prefix`, with its size, all
+    /// pages.
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let mut pages = self
             .client
             .list_objects_v2()
@@ -453,7 +560,11 @@ impl S3Store {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| store_error(&self.describe(), &e))?;
-            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+            out.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(|k| (k.to_string(), o.size().unwrap_or(0).max(0) as u64))),
+            );
         }
         Ok(out)
     }
@@ -520,6 +631,145 @@ impl ObjectSigner for S3Store {
     }
 }
 
+/// Signed uploads (the signer service's): the same records, aborts and
+/// no-overwrite completion as a save's own uploads, with only the parts
+/// going up through presigned UploadPart URLs.
+#[async_trait]
+impl MultipartSigner for S3Store {
+    async fn create_multipart(&self, key: &str, deadline: std::time::SystemTime) -> Result<String> {
+        if let Err(e) = self.abort_abandoned().await {
+            tracing::warn!("{}: looking for abandoned uploads: {e}", self.describe());
+        }
+        let k = self.key(key);
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&k)
+            .send()
+            .await
+            .map_err(|e| store_error(&k, &e))?;
+        let id = out
+            .upload_id()
+            .ok_or_else(|| Error::store(StoreErrorKind::Invalid, &k, "no upload id"))?
+            .to_string();
+        let dir = self.uploads_dir();
+        if let Err(e) = record_upload(&self.client, &self.bucket, &dir, &k, &id, Some(deadline)).await {
+            // Unrecorded, the id is never handed out: throw the upload away.
+            let _ = abort_multipart(&self.client, &self.bucket, &k, &id).await;
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    async fn check_multipart(&self, key: &str, upload_id: &str, deadline: Option<std::time::SystemTime>) -> Result<()> {
+        let k = self.key(key);
+        let dir = self.uploads_dir();
+        let unknown = || Error::not_found(format!("upload of {k} with that id"));
+        let rec = match read_record(&self.client, &self.bucket, &marker_key(&dir, upload_id)).await {
+            Ok(rec) => rec,
+            Err(Error::NotFound { .. }) => return Err(unknown()),
+            Err(e) => return Err(e),
+        };
+        // The record's key is the store's word; the id must be the very one
+        // (the record's name keeps only part of an id's characters).
+        if rec.key != k || rec.upload_id != upload_id || rec.deadline.is_none() {
+            return Err(unknown());
+        }
+        if let Some(d) = deadline {
+            record_upload(&self.client, &self.bucket, &dir, &k, upload_id, Some(d)).await?;
+        }
+        Ok(())
+    }
+
+    async fn presign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: u32,
+        expires: std::time::Duration,
+    ) -> Result<String> {
+        let k = self.key(key);
+        let number = i32::try_from(part)
+            .ok()
+            .filter(|n| (1..=MAX_PARTS as i32).contains(n))
+            .ok_or_else(|| Error::Usage(format!("part {part}: parts are numbered 1 to {MAX_PARTS}")))?;
+        if expires > MAX_PRESIGN || expires.is_zero() {
+            return Err(Error::Usage(format!(
+                "presigned URLs live from 1 s to 7 days (SigV4), not {}s",
+                expires.as_secs()
+            )));
+        }
+        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| Error::Usage(format!("presigning {k}: {e}")))?;
+        let req = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&k)
+            .upload_id(upload_id)
+            .part_number(number)
+            .presigned(cfg)
+            .await
+            .map_err(|e| store_error(&k, &e))?;
+        Ok(req.uri().to_string())
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[(u32, String)]) -> Result<()> {
+        let k = self.key(key);
+        let dir = self.uploads_dir();
+        let throw_away = || async {
+            let _ = abort_multipart(&self.client, &self.bucket, &k, upload_id).await;
+            forget_upload(&self.client, &self.bucket, &dir, upload_id).await;
+            Error::Exists { what: k.clone() }
+        };
+        // The server may not honour If-None-Match: look first, too.
+        match head(&self.client, &self.bucket, &k).await {
+            Ok(_) => return Err(throw_away().await),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let mut done = Vec::with_capacity(parts.len());
+        for (n, etag) in parts {
+            let number = i32::try_from(*n).map_err(|_| Error::Usage(format!("part {n}: out of range")))?;
+            done.push(CompletedPart::builder().part_number(number).e_tag(etag).build());
+        }
+        let sent = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&k)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+            .if_none_match("*")
+            .send()
+            .await;
+        match sent.map_err(|e| store_error(&k, &e)) {
+            Ok(_) => {
+                forget_upload(&self.client, &self.bucket, &dir, upload_id).await;
+                Ok(())
+            }
+            Err(Error::Store {
+                kind: StoreErrorKind::Precondition,
+                ..
+            }) => Err(throw_away().await),
+            // Anything else (a part missing, a wrong ETag): the upload
+            // stays, for the writer to complete again or abort.
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
+        let k = self.key(key);
+        match abort_multipart(&self.client, &self.bucket, &k, upload_id).await {
+            Ok(()) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        forget_upload(&self.client, &self.bucket, &self.uploads_dir(), upload_id).await;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ObjectBucket for S3Store {
     async fn size(&self, key: &str) -> Result<u64> {
@@ -535,7 +785,7 @@ impl ObjectBucket for S3Store {
             client: self.client.clone(),
             bucket: self.bucket.clone(),
             key: self.key(key),
-            marker: format!("{}{UPLOADS}", self.prefix),
+            marker: self.uploads_dir(),
             plan: self.plan,
             upload_id: None,
             next_part: 1,
@@ -549,10 +799,14 @@ impl ObjectBucket for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self.list_sized(prefix).await?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let keys = self.list_keys(&self.key(prefix)).await?;
         Ok(keys
             .into_iter()
-            .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string))
+            .filter_map(|(k, size)| k.strip_prefix(&self.prefix).map(|k| (k.to_string(), size)))
             .collect())
     }
 
@@ -806,49 +1060,13 @@ impl S3Upload {
     /// Record upload `id` (before its first part), so a crash leaves a trace
     /// the next save can clean up.
     async fn record(&self, id: &str) -> Result<()> {
-        let me = std::process::id();
-        let rec = UploadRecord {
-            key: self.key.clone(),
-            upload_id: id.to_string(),
-            pid: me,
-            start_time: crate::sys::process_start(me),
-            boot_id: crate::sys::boot_id(),
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        };
-        let body = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
-        let marker = self.marker_key(id);
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&marker)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| store_error(&marker, &e))?;
-        Ok(())
-    }
-
-    fn marker_key(&self, id: &str) -> String {
-        // Upload ids are opaque: keep only what is safe in a key.
-        let safe: String = id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
-        format!("{}{safe}", self.marker)
+        record_upload(&self.client, &self.bucket, &self.marker, &self.key, id, None).await
     }
 
     /// Forget the record of this upload (done or aborted).
     async fn unrecord(&self) {
         if let Some(id) = &self.upload_id {
-            let _ = self
-                .client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(self.marker_key(id))
-                .send()
-                .await;
+            forget_upload(&self.client, &self.bucket, &self.marker, id).await;
         }
     }
 
@@ -1044,6 +1262,36 @@ mod tests {
         }
         assert_eq!(content_range("bytes 0-99/1000"), Some((0, 100, 1000)));
         assert_eq!(content_range("bytes */1000"), None);
+    }
+
+    #[test]
+    fn signed_uploads_are_abandoned_at_their_deadline_only() {
+        let now = std::time::SystemTime::now();
+        let me = std::process::id();
+        let rec = |deadline: Option<std::time::SystemTime>, pid: u32, boot_id: Option<String>, age: u64| UploadRecord {
+            key: "k".into(),
+            upload_id: "id".into(),
+            pid,
+            start_time: crate::sys::process_start(pid),
+            boot_id,
+            created: epoch_secs(now) - age,
+            deadline: deadline.map(epoch_secs),
+        };
+        let here = crate::sys::boot_id();
+        let hour = std::time::Duration::from_secs(3600);
+        // Signed: by the deadline alone, though the recorder (this process) runs.
+        assert!(!rec(Some(now + hour), me, here.clone(), 0).abandoned(now));
+        assert!(rec(Some(now - hour), me, here.clone(), 0).abandoned(now));
+        assert!(!rec(Some(now + hour), me, Some("another machine".into()), 3 * 86_400).abandoned(now));
+        // A save's own: by its writer, or its age elsewhere.
+        assert!(!rec(None, me, here.clone(), 0).abandoned(now));
+        assert!(!rec(None, me, Some("another machine".into()), 3600).abandoned(now));
+        assert!(rec(None, me, Some("another machine".into()), 2 * 86_400).abandoned(now));
+        // A record written before deadlines existed still reads.
+        let old: UploadRecord =
+            serde_json::from_str(r#"{"key":"k","upload_id":"i","pid":1,"start_time":null,"boot_id":null,"created":0}"#)
+                .expect("old record");
+        assert!(old.deadline.is_none() && old.abandoned(now));
     }
 
     #[test]
