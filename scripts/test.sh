@@ -26,6 +26,8 @@ if [ ! -e /dev/fuse ] && [ "${LAZYSNAP_SKIP_FUSE:-}" != "1" ]; then
 fi
 
 jobs="${CARGO_BUILD_JOBS:-2}"
+# A CI run builds once from clean: incremental state would only cost disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

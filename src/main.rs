@@ -30,7 +30,9 @@ Environment:
   s3:// stores: the AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE,
   AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE for IRSA), AWS_REGION, AWS_ENDPOINT_URL;
   LAZYSNAP_S3_PATH_STYLE=1 (or --s3-path-style), LAZYSNAP_S3_PART_SIZE (5MiB-512MiB),
-  LAZYSNAP_S3_PARTS_IN_FLIGHT (1-16)";
+  LAZYSNAP_S3_PARTS_IN_FLIGHT (1-16)
+  LAZYSNAP_SIGNER, LAZYSNAP_TOKEN_FILE  pod mode: --signer URL and --token-file FILE
+                          (every command goes through the signer; no AWS setting needed)";
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +59,22 @@ struct Cli {
     /// MinIO and most S3-compatible servers need.
     #[arg(long, global = true, env = "LAZYSNAP_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
     s3_path_style: bool,
+    /// Pod mode: reach the store only through the lazysnap signer at URL
+    /// (https://HOST[:PORT]), holding no storage credential; replaces
+    /// --store for every command. Needs --token-file.
+    #[arg(long, global = true, env = "LAZYSNAP_SIGNER", value_name = "URL")]
+    signer: Option<String>,
+    /// The file holding the bearer token --signer is called with (one line).
+    #[arg(long, global = true, env = "LAZYSNAP_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// With --signer, the store every command uses (`signer+URL`).
+static SIGNER_STORE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The store --signer replaces others with, if it was given.
+fn signer_store() -> Option<String> {
+    SIGNER_STORE.get().cloned()
 }
 
 #[derive(clap::Args, Clone)]
@@ -64,6 +82,13 @@ struct StoreArg {
     /// Store URI: a directory path, file:///DIR, or s3://BUCKET/PREFIX.
     #[arg(long, env = "LAZYSNAP_STORE", default_value_os_t = default_store(), value_name = "URI")]
     store: PathBuf,
+}
+
+impl StoreArg {
+    /// The store URI: `--store`, unless --signer replaces it.
+    fn uri(&self) -> String {
+        signer_store().unwrap_or_else(|| self.store.to_string_lossy().into_owned())
+    }
 }
 
 /// Where a read command reads: a store, or a presigned mount spec.
@@ -509,7 +534,7 @@ fn read_target(read: &ReadArgs, name: Option<String>, read_timeout: u64) -> Resu
 fn read_uri(read: &ReadArgs) -> Result<String> {
     match &read.spec {
         Some(p) => lazysnap::store::absolute_uri(&format!("{}{}", lazysnap::store::SPEC_SCHEME, p.display())),
-        None => Ok(read.store.store.to_string_lossy().into_owned()),
+        None => Ok(read.store.uri()),
     }
 }
 
@@ -620,10 +645,8 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
     let h = rt.handle();
     let t0 = std::time::Instant::now();
     let read_timeout = cli.read_timeout;
-    let open_store =
-        |s: &StoreArg| Store::open(&s.store.to_string_lossy()).map(|st| st.with_policy(policy(read_timeout)));
-    let open_writable =
-        |s: &StoreArg| Store::open_writable(&s.store.to_string_lossy()).map(|st| st.with_policy(policy(read_timeout)));
+    let open_store = |s: &StoreArg| Store::open(&s.uri()).map(|st| st.with_policy(policy(read_timeout)));
+    let open_writable = |s: &StoreArg| Store::open_writable(&s.uri()).map(|st| st.with_policy(policy(read_timeout)));
     match cli.cmd {
         Command::Create {
             dir,
@@ -823,7 +846,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             store,
             write,
         } => {
-            let uri = store.map(|s| s.to_string_lossy().into_owned());
+            let uri = signer_store().or_else(|| store.map(|s| s.to_string_lossy().into_owned()));
             let (saved, parent) = cmd::mount::save(
                 rt,
                 &mountpoint,
@@ -1078,6 +1101,24 @@ fn main() -> ExitCode {
         // The S3 store reads it, and a mount daemon inherits it. (Set
         // before any thread starts.)
         std::env::set_var("LAZYSNAP_S3_PATH_STYLE", "1");
+    }
+    if let Some(file) = &cli.token_file {
+        // The signer store reads it, and a mount daemon (whose cwd is
+        // elsewhere) inherits it: absolute.
+        match std::path::absolute(file) {
+            Ok(abs) => std::env::set_var(lazysnap::signer::client::TOKEN_FILE_ENV, abs),
+            Err(e) => {
+                eprintln!("lazysnap: error: --token-file {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(url) = &cli.signer {
+        if cli.token_file.is_none() {
+            eprintln!("lazysnap: error: --signer needs --token-file FILE (or LAZYSNAP_TOKEN_FILE)");
+            return ExitCode::from(2);
+        }
+        let _ = SIGNER_STORE.set(format!("{}{url}", lazysnap::signer::client::SCHEME));
     }
     if !matches!(cli.cmd, Command::Mount { .. }) {
         // A closed stdout (`lazysnap ls --json | head`) ends the command

@@ -143,13 +143,18 @@ impl Chain {
                     format!("chain deeper than {MAX_CHAIN}"),
                 ));
             }
+            // A missing parent is a broken chain, not a missing snapshot:
+            // the snapshot asked for is there (and a signer says 422, not
+            // 404, so its pods see the same).
             let p = Snapshot::open(store, &parent.name).await.map_err(|e| match e {
-                Error::NotFound { .. } => Error::not_found(format!(
-                    "parent {} of snapshot {} in {}",
-                    parent.name,
-                    child.name,
-                    store.describe()
-                )),
+                Error::NotFound { .. } => Error::Invalid {
+                    what: format!("snapshot {}", child.name),
+                    why: format!(
+                        "its chain is broken: parent {} is not in {}",
+                        parent.name,
+                        store.describe()
+                    ),
+                },
                 e => e,
             })?;
             if p.index_digest() != parent.index_digest {

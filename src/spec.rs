@@ -59,6 +59,10 @@ pub struct MountSpec {
     pub expires: Option<String>,
     /// The chain: the snapshot, then its parents down to the base.
     pub layers: Vec<SpecLayer>,
+    /// Seconds from the answer until the first URL expires, in a spec the
+    /// signer answers (a client whose clock is off renews by this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
 }
 
 fn kind() -> String {
@@ -198,6 +202,7 @@ impl MountSpec {
             snapshot: Some(name.to_string()),
             expires: first,
             layers,
+            expires_in_secs: None,
         })
     }
 
@@ -247,42 +252,54 @@ impl ObjectSource for SpecSource {
             .layers
             .get(key)
             .ok_or_else(|| Error::not_found(format!("{key} in {}", self.what)))?;
-        let url = http::parse_url(&l.url, &l.name)?;
-        let expires = l
-            .expires
-            .as_deref()
-            .and_then(crate::format::time::parse_utc)
-            .and_then(|s| u64::try_from(s).ok())
-            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
-            .or_else(|| http::url_expiry(&url));
-        let object = UrlObject {
-            client: self.client.clone(),
-            what: format!("layer {} ({})", l.name, http::shown(&url)),
-            url,
-            expires,
-        };
-        let want = match (l.size, l.index_offset) {
-            (Some(size), Some(off)) => Want::Exact(off..size, size),
-            _ => Want::Suffix(tail),
-        };
-        let id = l.size.map(|size| ObjectId {
-            size,
-            etag: l.etag.clone(),
-        });
-        let (reader, bytes) = http::open(object.clone(), want, id).await?;
-        if let Some(d) = &l.index_digest {
-            if bytes.len() >= FOOTER_LEN {
-                let footer = Footer::decode(&bytes[bytes.len() - FOOTER_LEN..], reader.id().size, &object.what)?;
-                if !hex(&footer.index_digest).eq_ignore_ascii_case(d) {
-                    return Err(object.err(
-                        StoreErrorKind::Precondition,
-                        "not the snapshot the spec names (index digest differs)",
-                    ));
-                }
+        open_layer(layer_object(&self.client, l)?, l, tail).await
+    }
+}
+
+/// Where layer `l` is, as an object behind its URL.
+pub(crate) fn layer_object(client: &reqwest::Client, l: &SpecLayer) -> Result<UrlObject> {
+    let url = http::parse_url(&l.url, &l.name)?;
+    let expires = l
+        .expires
+        .as_deref()
+        .and_then(crate::format::time::parse_utc)
+        .and_then(|s| u64::try_from(s).ok())
+        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+        .or_else(|| http::url_expiry(&url));
+    Ok(UrlObject {
+        client: client.clone(),
+        what: format!("layer {} ({})", l.name, http::shown(&url)),
+        url,
+        expires,
+    })
+}
+
+/// Open layer `l` through `object`: one exact read of its index and
+/// footer where the spec says where they are, else a suffix read of
+/// `tail` bytes; the answer is held to the size, ETag and index digest
+/// the spec names.
+pub(crate) async fn open_layer(object: UrlObject, l: &SpecLayer, tail: u64) -> Result<(Arc<dyn ObjectReader>, Bytes)> {
+    let want = match (l.size, l.index_offset) {
+        (Some(size), Some(off)) => Want::Exact(off..size, size),
+        _ => Want::Suffix(tail),
+    };
+    let id = l.size.map(|size| ObjectId {
+        size,
+        etag: l.etag.clone(),
+    });
+    let (reader, bytes) = http::open(object.clone(), want, id).await?;
+    if let Some(d) = &l.index_digest {
+        if bytes.len() >= FOOTER_LEN {
+            let footer = Footer::decode(&bytes[bytes.len() - FOOTER_LEN..], reader.id().size, &object.what)?;
+            if !hex(&footer.index_digest).eq_ignore_ascii_case(d) {
+                return Err(object.err(
+                    StoreErrorKind::Precondition,
+                    "not the snapshot the spec names (index digest differs)",
+                ));
             }
         }
-        Ok((reader, bytes))
     }
+    Ok((reader, bytes))
 }
 
 #[cfg(test)]
@@ -309,6 +326,7 @@ mod tests {
             snapshot: None,
             expires: None,
             layers,
+            expires_in_secs: None,
         }
     }
 

@@ -7,15 +7,14 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::s3::{shaper, SK};
+use common::signer::{write_tokens, SignerProc};
 use common::*;
-use lazysnap::signer::tokens::token_sha256;
 use serde_json::{json, Value};
 
 const READ: &str = "read-token-5b1f0c9e7a";
@@ -27,67 +26,6 @@ fn assert_clean_log(log: &str, tokens: &[&str]) {
     secrets.extend_from_slice(tokens);
     for s in secrets {
         assert!(!log.contains(s), "the signer's log shows {s:?}:\n{log}");
-    }
-}
-
-fn write_tokens(path: &Path, entries: &[(&str, &str, &str)]) {
-    let tokens: Vec<Value> = entries
-        .iter()
-        .map(|(t, prefix, rights)| json!({"sha256": token_sha256(t), "prefix": prefix, "rights": rights}))
-        .collect();
-    fs::write(path, json!({"version": 1, "tokens": tokens}).to_string()).expect("write tokens");
-}
-
-/// `lazysnap signer` on 127.0.0.1:0, killed on drop.
-struct SignerProc {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl SignerProc {
-    /// Start it with `cmd` (the env's binary, with S3 access), the token
-    /// file and `extra` arguments; wait for "listening on ADDR".
-    fn start(env: &Env, mut cmd: Command, tokens: &Path, extra: &[&str]) -> SignerProc {
-        let log = env.p("signer.log");
-        cmd.args(["signer", "--listen", "127.0.0.1:0", "--store", &env.store(), "--tokens"])
-            .arg(tokens)
-            .args(extra)
-            .env("RUST_LOG", "trace")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).expect("log file"));
-        let mut child = cmd.spawn().expect("spawn signer");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("stdout");
-        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
-        let Some(addr) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the signer did not start: {line:?}\n{}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let addr = addr.parse().expect("address");
-        SignerProc { child, addr, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).expect("signer log")
-    }
-
-    fn hup(&self) {
-        // SAFETY: sending a signal to our own child process, by its pid.
-        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
-        assert_eq!(rc, 0, "kill -HUP");
-    }
-}
-
-impl Drop for SignerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -186,22 +124,6 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().expect("an error code")
 }
 
-/// The binary with no credential, endpoint or AWS setting at all.
-fn no_credential(env: &Env) -> Command {
-    let mut c = lazysnap();
-    c.env("LAZYSNAP_STATE_DIR", env.p("state"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("AWS_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("LAZYSNAP_S3_PATH_STYLE");
-    c
-}
-
 /// Ask for `name`'s spec, then extract through it with no credential.
 fn extract_via_signer(env: &Env, api: &Api, name: &str, dest: &str) -> PathBuf {
     let (st, spec) = api.call("POST", "/v1/spec", Some(READ), Some(json!({ "name": name })));
@@ -209,7 +131,7 @@ fn extract_via_signer(env: &Env, api: &Api, name: &str, dest: &str) -> PathBuf {
     let file = env.p(&format!("{dest}.spec.json"));
     fs::write(&file, spec.to_string()).expect("write spec");
     let out = env.p(dest);
-    run_ok(no_credential(env).args(["extract", "--spec"]).arg(&file).arg(&out));
+    run_ok(env.no_credential().args(["extract", "--spec"]).arg(&file).arg(&out));
     out
 }
 
@@ -705,7 +627,7 @@ fn sighup_reloads_the_token_file() {
         &tokens,
         &[(READ, "org/repo/", "read"), (WRITE, "org/other/", "read-write")],
     );
-    signer.hup();
+    signer.signal(libc::SIGHUP);
     let t0 = Instant::now();
     while status(WRITE) != 200 {
         assert!(t0.elapsed() < Duration::from_secs(10), "the new token never worked");
@@ -715,7 +637,7 @@ fn sighup_reloads_the_token_file() {
     assert_eq!(v["prefix"], "org/other/");
 
     fs::write(&tokens, "{\"version\": 1, \"tokens\": [").expect("write");
-    signer.hup();
+    signer.signal(libc::SIGHUP);
     let t0 = Instant::now();
     while !signer.log().contains("not reloaded") {
         assert!(t0.elapsed() < Duration::from_secs(10), "no log line for the bad file");

@@ -4,6 +4,7 @@
 //! GET URLs, listings, presigned multipart uploads and deletes.
 //!
 //! - [`api`]: the versioned wire types (what a client uses).
+//! - [`client`]: the pods' side of the API (`--signer URL --token-file F`).
 //! - [`tokens`]: the token file (SHA-256 of each token → prefix and
 //!   rights), reloaded on SIGHUP.
 //! - [`service`]: the core, testable without HTTP: authorise, check the
@@ -12,6 +13,7 @@
 //!   one log line per call with the token's prefix, never the token).
 
 pub mod api;
+pub mod client;
 pub mod http;
 pub mod service;
 pub mod tokens;

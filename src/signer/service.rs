@@ -287,7 +287,9 @@ impl Signer {
     pub async fn spec(&self, grant: &Grant, req: &SpecRequest) -> ApiResult<MountSpec> {
         scoped_key(grant, &req.name)?;
         let expires = self.expiry(req.expires_secs)?;
-        Ok(MountSpec::presign(&self.store, &req.name, expires).await?)
+        let mut spec = MountSpec::presign(&self.store, &req.name, expires).await?;
+        spec.expires_in_secs = Some(expires.as_secs());
+        Ok(spec)
     }
 
     /// `GET /v1/snapshots`.
@@ -483,6 +485,13 @@ mod tests {
         let g = grant(Rights::Read);
         assert_eq!(scoped_key(&g, "org/repo/main").expect("in"), "org/repo/main.tar.zst");
         assert!(scoped_key(&g, "org/repo/a/b/c").is_ok());
+        // The empty prefix is the whole store; names are still checked.
+        let all = Grant {
+            prefix: String::new(),
+            rights: Rights::ReadWrite,
+        };
+        assert!(scoped_key(&all, "main").is_ok() && scoped_key(&all, "org/x/y").is_ok());
+        assert_eq!(scoped_key(&all, "../x").expect_err("bad").status, 400);
         let long = format!("org/repo/{}", "x".repeat(600));
         let cases: [(&str, u16, &str); 16] = [
             ("org/other/main", 403, "outside_prefix"),

@@ -242,6 +242,14 @@ impl UrlObject {
         self.err(StoreErrorKind::Transient, why)
     }
 
+    /// The error for an answer that is not a success (read and
+    /// classified by status; see [`UrlObject::get`]).
+    pub async fn answer_error(&self, mut resp: reqwest::Response) -> Error {
+        let status = resp.status();
+        let body = self.error_body(&mut resp).await;
+        self.status_error(status, resp.headers(), &body)
+    }
+
     async fn error_body(&self, resp: &mut reqwest::Response) -> String {
         let mut body = Vec::new();
         while body.len() < ERROR_BODY {
@@ -321,22 +329,25 @@ impl ObjectReader for UrlReader {
     }
 
     async fn get_range(&self, range: Range<u64>, _prio: Priority) -> Result<Bytes> {
-        if range.end > self.id.size {
-            return Err(self.object.err(
-                StoreErrorKind::Invalid,
-                format!(
-                    "bytes {}-{} are past the end ({})",
-                    range.start, range.end, self.id.size
-                ),
-            ));
-        }
-        let want = Want::Exact(range, self.id.size);
-        Ok(self.object.get(&want, self.id.etag.as_deref()).await?.body)
+        read_range(&self.object, &self.id, range).await
     }
 
     fn expires(&self) -> Option<SystemTime> {
         self.object.expires
     }
+}
+
+/// Bytes `range` of the object `id` behind `object` (one ranged GET, held
+/// to its size and ETag).
+pub async fn read_range(object: &UrlObject, id: &ObjectId, range: Range<u64>) -> Result<Bytes> {
+    if range.end > id.size {
+        return Err(object.err(
+            StoreErrorKind::Invalid,
+            format!("bytes {}-{} are past the end ({})", range.start, range.end, id.size),
+        ));
+    }
+    let want = Want::Exact(range, id.size);
+    Ok(object.get(&want, id.etag.as_deref()).await?.body)
 }
 
 /// Open the object behind `object`: a handle fixed to its size and ETag,

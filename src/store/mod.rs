@@ -19,6 +19,7 @@ pub mod faulty;
 pub mod http;
 pub mod local;
 pub mod s3;
+pub mod signed;
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -363,6 +364,16 @@ impl Store {
             let s3 = Arc::new(s3::S3Store::connect(uri)?);
             return Ok(Store::new(s3.clone()).with_signer(s3.clone()).with_multipart(s3));
         }
+        if let Some(url) = uri.strip_prefix(crate::signer::client::SCHEME) {
+            let token_file = std::env::var_os(crate::signer::client::TOKEN_FILE_ENV).ok_or_else(|| {
+                Error::Usage(format!(
+                    "a signer needs a token: give --token-file FILE (or set {})",
+                    crate::signer::client::TOKEN_FILE_ENV
+                ))
+            })?;
+            let signed = signed::SignedStore::connect(url, std::path::Path::new(&token_file))?;
+            return Ok(Store::new(Arc::new(signed)));
+        }
         if let Some(path) = uri.strip_prefix(SPEC_SCHEME) {
             let spec = crate::spec::MountSpec::load(std::path::Path::new(path))?;
             return Ok(Store::read_only(Arc::new(crate::spec::SpecSource::new(spec, path)?)));
@@ -506,7 +517,11 @@ impl ObjectHandle {
             Err(Error::Store {
                 kind: StoreErrorKind::Expired | StoreErrorKind::Denied,
                 ..
-            }) if self.reader.renew().await? => {
+            }) if retry(self.policy, &format!("renewing access to {}", self.key), || {
+                self.reader.renew()
+            })
+            .await? =>
+            {
                 tracing::debug!("{}: access renewed; reading again", self.key);
                 self.try_get_range(range, prio).await
             }
@@ -728,6 +743,10 @@ pub fn absolute_uri(uri: &str) -> Result<String> {
     }
     if uri.starts_with("s3://") {
         s3::parse_uri(uri)?;
+        return Ok(uri.to_string());
+    }
+    if let Some(url) = uri.strip_prefix(crate::signer::client::SCHEME) {
+        http::parse_url(url, "signer")?;
         return Ok(uri.to_string());
     }
     let dir = local_dir(uri)?;

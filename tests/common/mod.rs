@@ -31,6 +31,7 @@
 #![allow(dead_code)]
 
 pub mod s3;
+pub mod signer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CString, OsStr, OsString};
@@ -1136,6 +1137,9 @@ pub enum Access {
     /// (`presign NAME` once, then `--spec FILE`), by commands that hold no
     /// credential.
     Spec,
+    /// Pod mode: every command (writes too) goes through a `lazysnap
+    /// signer` in front of the S3 store, holding only a token.
+    Signer,
 }
 
 impl Access {
@@ -1161,7 +1165,7 @@ impl Access {
 }
 
 /// One `#[test]` per access path for `fn body(access: Access)`, in a module
-/// named after it (`body::file`, `body::s3`, `body::spec`):
+/// named after it (`body::file`, `body::s3`, `body::spec`, `body::signer`):
 ///
 /// * `access_tests!(body)`: every path a snapshot is read through (mount,
 ///   extract, cat, ls);
@@ -1169,10 +1173,10 @@ impl Access {
 #[macro_export]
 macro_rules! access_tests {
     ($body:ident) => {
-        $crate::access_tests!(@tests $body: file => File, s3 => S3, spec => Spec);
+        $crate::access_tests!(@tests $body: file => File, s3 => S3, spec => Spec, signer => Signer);
     };
     (writable: $body:ident) => {
-        $crate::access_tests!(@tests $body: file => File, s3 => S3);
+        $crate::access_tests!(@tests $body: file => File, s3 => S3, signer => Signer);
     };
     (@tests $body:ident: $($test:ident => $access:ident),+) => {
         mod $body {
@@ -1198,6 +1202,8 @@ pub struct Env {
     pub access: Access,
     /// The S3 server, for the S3 access path.
     pub s3: Option<s3::S3Server>,
+    /// The signer, for the signer access path.
+    pub signer: Option<signer::SignerProc>,
 }
 
 impl Env {
@@ -1211,14 +1217,19 @@ impl Env {
         let tmp = tempfile::tempdir().expect("tempdir");
         let s3 = match access {
             Access::File => None,
-            Access::S3 | Access::Spec => Some(s3::S3Server::start(&tmp.path().join("s3"))),
+            Access::S3 | Access::Spec | Access::Signer => Some(s3::S3Server::start(&tmp.path().join("s3"))),
         };
-        Env {
+        let mut env = Env {
             tmp,
             mounts: Vec::new(),
             access,
             s3,
+            signer: None,
+        };
+        if access == Access::Signer {
+            env.signer = Some(signer::SignerProc::for_env(&env));
         }
+        env
     }
     /// A path inside the temp dir.
     pub fn p(&self, rel: &str) -> PathBuf {
@@ -1231,10 +1242,15 @@ impl Env {
     /// The URI of the store snapshots are written to: a local dir, or
     /// `s3://snaps/ws`.
     pub fn store(&self) -> String {
-        match &self.s3 {
-            None => self.p("store").display().to_string(),
-            Some(_) => format!("s3://{}/{S3_PREFIX}", s3::BUCKET),
+        match (&self.signer, &self.s3) {
+            (Some(signer), _) => signer.store(),
+            (None, None) => self.p("store").display().to_string(),
+            (None, Some(_)) => self.s3_store(),
         }
+    }
+    /// The S3 store itself (what a signer serves).
+    pub fn s3_store(&self) -> String {
+        format!("s3://{}/{S3_PREFIX}", s3::BUCKET)
     }
     /// Where the bytes of snapshot `name` lie on this machine: the local
     /// store's file, or the file the S3 server keeps the object in (for
@@ -1249,11 +1265,35 @@ impl Env {
     /// The binary, with this env's state dir (and, over S3, the server's
     /// endpoint and keys and nothing of this machine's AWS setup).
     pub fn cmd(&self) -> Command {
+        if let Some(signer) = &self.signer {
+            return signer.pod_cmd(self);
+        }
+        self.s3_cmd()
+    }
+    /// The binary with this env's state dir and, where there is an S3
+    /// server, its endpoint and keys (what a signer runs with).
+    pub fn s3_cmd(&self) -> Command {
         let mut c = lazysnap();
         c.env("LAZYSNAP_STATE_DIR", self.p("state"));
         if let Some(s3) = &self.s3 {
             s3.configure(&mut c, s3.addr, s3::SK);
         }
+        c
+    }
+    /// The binary with this env's state dir and no credential, endpoint
+    /// or AWS setting at all.
+    pub fn no_credential(&self) -> Command {
+        let mut c = lazysnap();
+        c.env("LAZYSNAP_STATE_DIR", self.p("state"));
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("AWS_") || k.starts_with("LAZYSNAP_S3_") {
+                c.env_remove(&*k);
+            }
+        }
+        c.env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
         c
     }
     /// [`Env::cmd`] reaching the S3 server at `endpoint` (a proxy in front
@@ -1269,7 +1309,7 @@ impl Env {
     /// `ls ARGS [PATH]`). The one place that knows how each path reads.
     pub fn snapshot_args(&self, name: &str) -> Vec<OsString> {
         match self.access {
-            Access::File | Access::S3 => vec![name.into(), "--store".into(), self.store().into()],
+            Access::File | Access::S3 | Access::Signer => vec![name.into(), "--store".into(), self.store().into()],
             Access::Spec => vec!["--spec".into(), self.spec(name).into()],
         }
     }
@@ -1294,17 +1334,7 @@ impl Env {
         if self.access != Access::Spec {
             return self.cmd();
         }
-        let mut c = lazysnap();
-        c.env("LAZYSNAP_STATE_DIR", self.p("state"));
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("AWS_") {
-                c.env_remove(k);
-            }
-        }
-        c.env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
-        c
+        self.no_credential()
     }
     /// `lazysnap SUB <snapshot_args(name)>`, for a read command (`mount`,
     /// `extract`, `cat`, `ls`); append its positional arguments.
