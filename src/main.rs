@@ -1024,6 +1024,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 let addr = listener
                     .local_addr()
                     .map_err(|e| Error::io(format!("listening on {listen}"), e))?;
+                let hup = lazysnap::signer::watch_hangup()?;
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "listening on {addr}").and_then(|()| out.flush()).ok();
                 drop(out);
@@ -1032,7 +1033,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                     "serving {store} on {addr}{}",
                     if tls.is_some() { " (TLS)" } else { "" }
                 );
-                lazysnap::signer::run(listener, std::sync::Arc::new(signer), tls).await
+                lazysnap::signer::run(listener, std::sync::Arc::new(signer), tls, hup).await
             })?;
         }
         Command::List { prefix, store, json } => {

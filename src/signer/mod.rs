@@ -22,15 +22,21 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
+/// Watch for SIGHUP: from here on, the signal no longer ends the process.
+/// (Installed before the signer says it listens, so a reload sent as soon
+/// as it does is never fatal.)
+pub fn watch_hangup() -> Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| Error::io("watching SIGHUP", e))
+}
+
 /// Serve `signer` on `listener` (TLS with `tls`) until the process ends;
-/// SIGHUP re-reads the token file.
+/// SIGHUP (`hup`, from [`watch_hangup`]) re-reads the token file.
 pub async fn run(
     listener: tokio::net::TcpListener,
     signer: Arc<service::Signer>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    mut hup: tokio::signal::unix::Signal,
 ) -> Result<()> {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| Error::io("watching SIGHUP", e))?;
     let reloading = signer.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {

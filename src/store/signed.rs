@@ -363,7 +363,9 @@ impl ObjectBucket for SignedStore {
     }
 
     async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
-        Ok(Box::new(SignedUpload {
+        // Created at once: a token that may not write here is refused
+        // before anything is packed.
+        let mut up = Box::new(SignedUpload {
             shared: self.shared.clone(),
             name: name_of(key)?.to_string(),
             upload: None,
@@ -375,7 +377,9 @@ impl ObjectBucket for SignedStore {
             size: 0,
             tail: Vec::new(),
             failed: false,
-        }))
+        });
+        up.created().await?;
+        Ok(up)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
