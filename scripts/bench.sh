@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks on a realistic tree (a Next.js workspace, ~21k files, ~430 MB).
-#   ./scripts/bench.sh [format] [mount] [save] [remote]
+#   ./scripts/bench.sh [format] [mount] [save] [remote] [pod]
 #   (sections; default: format mount save)
 # remote: issue 15's acceptance item 3 over a shaped link (20 ms RTT,
 #   1 Gbit/s) to a loopback S3 server, read through presigned specs:
@@ -9,6 +9,10 @@
 #   first byte; medians, ratios and PASS/FAIL. It builds the s3_server
 #   example (dev-dependencies), writes 1 GiB of random data (kept) and
 #   needs /dev/fuse, curl and jq; run it as `./scripts/bench.sh remote`.
+# pod: issue 16's acceptance item 4 over the same link, through `lazysnap
+#   signer`: a 1 GiB save through the signer vs straight to s3://, the
+#   upload of a one-file change in the Next.js tree, and mount ready
+#   through the signer vs from a spec (`./scripts/bench.sh pod`).
 # Env: LAZYSNAP_BENCH_DIR (work dir, default /tmp/lazysnap-bench),
 #      LAZYSNAP_BENCH_TREE (use this tree instead of installing Next.js),
 #      RUNS (repetitions of each timing, default 3 and the best reported;
@@ -35,7 +39,7 @@ fi
 
 echo "== building lazysnap (release)"
 targets=()
-case " $sections " in *" remote "*) targets=(--bins --example s3_server) ;; esac
+case " $sections " in *" remote "*|*" pod "*) targets=(--bins --example s3_server) ;; esac
 cargo build --release --locked -j "${CARGO_BUILD_JOBS:-2}" "${targets[@]}" 2>&1 | tail -n 1
 bin="$repo/target/release/lazysnap"
 
@@ -260,15 +264,19 @@ wait_listening() {
     echo "bench.sh: server did not start; its log:" >&2; cat "$1" >&2; return 1
 }
 
-section_remote() {
+# remote_up: the S3 server behind the shaper (20 ms RTT, 1 Gbit/s), the
+# 1 GiB file, and snapshot `next` (the tree) written straight to the
+# server. Sets rruns, rdir, big, s3dir, mnt, out, ak, sk, s3addr, link and
+# with_s3 for the sections that follow.
+remote_up() {
     local tool
     for tool in curl jq mountpoint; do
-        command -v "$tool" >/dev/null 2>&1 || { echo "bench.sh: $tool is required for remote" >&2; exit 1; }
+        command -v "$tool" >/dev/null 2>&1 || { echo "bench.sh: $tool is required for remote and pod" >&2; exit 1; }
     done
-    local rruns=${RUNS:-5}
+    rruns=${RUNS:-5}
     if [ "$rruns" -lt 5 ]; then echo "== remote: RUNS=$rruns is below 5; using 5"; rruns=5; fi
-    local rdir="$work/remote" big="$work/remote-big" s3dir="$work/remote/s3"
-    local mnt="$work/remote/mnt" out="$work/remote/out" ak=AKBENCH sk=bench-secret-key
+    rdir="$work/remote" big="$work/remote-big" s3dir="$work/remote/s3"
+    mnt="$work/remote/mnt" out="$work/remote/out" ak=AKBENCH sk=bench-secret-key
     local shaper="$repo/target/release/lazysnap-shaper" server="$repo/target/release/examples/s3_server"
     export LAZYSNAP_STATE_DIR="$work/state"
     # Readers hold no credential: nothing AWS_* in this shell's environment.
@@ -286,21 +294,26 @@ section_remote() {
 
     "$server" "$s3dir" 0 "$ak" "$sk" > "$rdir/s3.log" 2>&1 &
     remote_pids+=($!)
-    local s3addr; s3addr=$(wait_listening "$rdir/s3.log" "$!")
+    s3addr=$(wait_listening "$rdir/s3.log" "$!")
     "$shaper" --upstream "$s3addr" --listen 127.0.0.1:0 --rtt 20ms --bandwidth 1Gbit > "$rdir/shaper.log" 2>&1 &
     remote_pids+=($!)
-    local link; link=$(wait_listening "$rdir/shaper.log" "$!")
+    link=$(wait_listening "$rdir/shaper.log" "$!")
     echo "== remote: S3 server at $s3addr, shaper at $link (20 ms RTT, 1 Gbit/s)"
-
-    # with_s3 ENDPOINT CMD...: CMD with the S3 credentials, against ENDPOINT.
-    with_s3() {
-        local ep=$1; shift
-        env AWS_ENDPOINT_URL="http://$ep" AWS_ACCESS_KEY_ID="$ak" AWS_SECRET_ACCESS_KEY="$sk" \
-            AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true LAZYSNAP_S3_PATH_STYLE=1 "$@"
-    }
     local t
     t=$(now); with_s3 "$s3addr" "$bin" create "$tree" --store s3://bench/snaps --name next >/dev/null
     echo "== remote: created next in $(since "$t") s"
+}
+
+# with_s3 ENDPOINT CMD...: CMD with the S3 credentials, against ENDPOINT.
+with_s3() {
+    local ep=$1; shift
+    env AWS_ENDPOINT_URL="http://$ep" AWS_ACCESS_KEY_ID="$ak" AWS_SECRET_ACCESS_KEY="$sk" \
+        AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true LAZYSNAP_S3_PATH_STYLE=1 "$@"
+}
+
+section_remote() {
+    remote_up
+    local t tool
     t=$(now); with_s3 "$s3addr" "$bin" create "$big" --store s3://bench/snaps --name big >/dev/null
     echo "== remote: created big in $(since "$t") s"
     # Presigned through the shaper's address: every read crosses the link.
@@ -367,6 +380,96 @@ section_remote() {
     echo "| cold read of 1 GiB file, --spec mount vs ranged GET (MB/s)        | $(printf %.1f "$m_rd") | $(printf %.1f "$m_rg") | $(printf %.2f "$r_rd") | ≥ 0.80 | $(verdict "$r_rd" '>=' 0.80) |"
     echo "| mount --spec until ls works, Next.js (s)                          | $m_mr | | | | |"
     echo "| first byte of package.json after mount (s)                        | $m_fb | | | | |"
+}
+
+# ---- pod: issue 16's acceptance item 4, through the same link ----
+# The signer runs with the store's credentials, reaching S3 through the
+# shaper (so its presigned URLs point there and every pod GET and PUT
+# crosses the link); the pod holds a token only and reaches the signer on
+# loopback (a signer in the cluster).
+section_pod() {
+    remote_up
+    local t token sha saddr r
+    token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    printf '%s\n' "$token" > "$rdir/token"; chmod 600 "$rdir/token"
+    sha=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
+    printf '{"version":1,"tokens":[{"sha256":"%s","prefix":"","rights":"read-write","comment":"bench"}]}\n' "$sha" > "$rdir/tokens.json"
+    with_s3 "$link" "$bin" signer --listen 127.0.0.1:0 --store s3://bench/snaps --tokens "$rdir/tokens.json" \
+        > "$rdir/signer.out" 2> "$rdir/signer.log" &
+    remote_pids+=($!)
+    saddr=$(wait_listening "$rdir/signer.out" "$!")
+    # pod CMD...: CMD as a pod runs it (a token, no credential).
+    pod() { env LAZYSNAP_SIGNER="http://$saddr" LAZYSNAP_TOKEN_FILE="$rdir/token" "$@"; }
+    mkdir -p "$rdir/base-src"; echo base > "$rdir/base-src/README"
+    with_s3 "$s3addr" "$bin" create "$rdir/base-src" --store s3://bench/snaps --name base >/dev/null
+    with_s3 "$link" "$bin" presign next --store s3://bench/snaps --expires 2h -o "$rdir/next.json" >/dev/null
+    # (A long-running signer has its connections to S3 open: warm it.)
+    pod "$bin" inspect next >/dev/null
+    echo "== pod: signer at $saddr; $rruns runs"
+
+    local direct=() signed=() mspec=() msig=() up
+    for r in $(seq "$rruns"); do
+        # 1. A 1 GiB save, straight to s3:// and through the signer (order
+        #    alternating): the change is written into the mount untimed.
+        local order="direct signer"; [ $((r % 2)) = 0 ] && order="signer direct"
+        for how in $order; do
+            rm -rf "$rdir/upper"
+            if [ "$how" = direct ]; then
+                with_s3 "$link" "$bin" mount base "$mnt" --store s3://bench/snaps --upper "$rdir/upper" >/dev/null
+            else
+                pod "$bin" mount base "$mnt" --upper "$rdir/upper" >/dev/null
+            fi
+            cp "$big/big.bin" "$mnt/big.bin"; sync
+            if [ "$how" = direct ]; then
+                t=$(now); with_s3 "$link" "$bin" save "$mnt" --name "d$r" >/dev/null; direct+=("$(since "$t")")
+            else
+                t=$(now); pod "$bin" save "$mnt" --name "p$r" >/dev/null; signed+=("$(since "$t")")
+            fi
+            "$bin" umount "$mnt"
+        done
+        with_s3 "$s3addr" "$bin" rm "d$r" --store s3://bench/snaps >/dev/null
+        with_s3 "$s3addr" "$bin" rm "p$r" --store s3://bench/snaps >/dev/null
+
+        # 3. Mount ready (mount returned and ls works), from a spec and
+        #    through the signer (order alternating).
+        order="spec signer"; [ $((r % 2)) = 0 ] && order="signer spec"
+        for how in $order; do
+            drop_caches
+            if [ "$how" = spec ]; then
+                t=$(now); "$bin" mount --spec "$rdir/next.json" "$mnt" --read-only >/dev/null; ls "$mnt" >/dev/null; mspec+=("$(since "$t")")
+            else
+                t=$(now); pod "$bin" mount next "$mnt" --read-only >/dev/null; ls "$mnt" >/dev/null; msig+=("$(since "$t")")
+            fi
+            "$bin" umount "$mnt"
+        done
+        echo "   run $r: save 1 GiB direct ${direct[-1]} s, through the signer ${signed[-1]} s; mount ready from a spec ${mspec[-1]} s, through the signer ${msig[-1]} s"
+    done
+
+    # 2. A one-file change in the Next.js workspace, saved through the signer.
+    rm -rf "$rdir/upper"
+    pod "$bin" mount next "$mnt" --upper "$rdir/upper" >/dev/null
+    echo '{"name": "bench-edit"}' > "$mnt/package.json"
+    pod "$bin" save "$mnt" --name next-edit >/dev/null
+    "$bin" umount "$mnt"
+    local size index
+    size=$(pod "$bin" inspect next-edit --json | jq -r .size)
+    index=$(pod "$bin" inspect next-edit --json | jq -r .index_size)
+    up=$((size - index))
+    remote_cleanup
+    trap - EXIT
+
+    local m_d m_s m_ms m_mg r_save d_mount
+    m_d=$(median "${direct[@]}"); m_s=$(median "${signed[@]}")
+    m_ms=$(median "${mspec[@]}"); m_mg=$(median "${msig[@]}")
+    # Speed ratio: signer speed / direct speed = direct time / signer time.
+    r_save=$(echo "$m_d / $m_s" | bc -l)
+    d_mount=$(echo "($m_mg - $m_ms) * 1000" | bc -l)
+    echo
+    echo "| pod mode, 20 ms RTT / 1 Gbit/s to S3 (median of $rruns)        | signer | reference | ratio / delta | target | result |"
+    echo "|--------------------------------------------------------------|--------|-----------|---------------|--------|--------|"
+    echo "| save of 1 GiB, through the signer vs straight to s3:// (s)   | $m_s | $m_d | $(printf %.2f "$r_save") | ≥ 0.80 | $(verdict "$r_save" '>=' 0.80) |"
+    echo "| one-file change in Next.js: uploaded beyond the index (B)    | $up | index $index | | ≤ 1000000 | $(verdict "$up" '<=' 1000000) |"
+    echo "| mount ready through the signer vs from a spec (s; delta ms)  | $m_mg | $m_ms | $(printf %.1f "$d_mount") ms | ≤ 20 ms | $(verdict "$d_mount" '<=' 20) |"
 }
 
 for s in $sections; do

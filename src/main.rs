@@ -232,7 +232,8 @@ enum Command {
     #[command(
         after_help = "Example:\n  lazysnap mount org/repo/main /mnt/work --store /srv/snaps\n  \
         lazysnap mount org/repo/main /mnt/ro --store /srv/snaps --read-only --cache-dir /var/cache/lazysnap\n  \
-        lazysnap mount --spec main.spec.json /mnt/work"
+        lazysnap mount --spec main.spec.json /mnt/work\n  \
+        lazysnap mount org/repo/main /mnt/work --signer https://signer:8443 --token-file /var/run/lazysnap/token"
     )]
     Mount {
         /// Snapshot name (left out with --spec).
@@ -277,7 +278,8 @@ enum Command {
         foreground: bool,
     },
     /// Save a writable mount's changes as a diff snapshot of the mounted one.
-    #[command(after_help = "Example:\n  lazysnap save /mnt/work --name org/repo/main-2")]
+    #[command(after_help = "Example:\n  lazysnap save /mnt/work --name org/repo/main-2\n  \
+        LAZYSNAP_SIGNER=https://signer:8443 LAZYSNAP_TOKEN_FILE=/var/run/lazysnap/token lazysnap save /mnt/work --name org/repo/main-2")]
     Save {
         /// Mount point (a writable lazysnap mount).
         mountpoint: PathBuf,
@@ -436,7 +438,8 @@ enum Command {
         part_size: u64,
     },
     /// List the snapshots in a store: kind, size, entries, date, parent.
-    #[command(after_help = "Example:\n  lazysnap list org/repo/ --store /srv/snaps --json")]
+    #[command(after_help = "Example:\n  lazysnap list org/repo/ --store /srv/snaps --json\n  \
+        lazysnap list --signer https://signer:8443 --token-file /var/run/lazysnap/token")]
     List {
         /// Only names starting with this prefix.
         #[arg(default_value = "")]

@@ -100,16 +100,7 @@ impl MountSpec {
     /// Read and check the spec file at `path`.
     pub fn load(path: &Path) -> Result<MountSpec> {
         let what = format!("spec {}", path.display());
-        let f = std::fs::File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::not_found(&what),
-            _ => Error::io_path(path, e),
-        })?;
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_SPEC + 1), &mut data)
-            .map_err(|e| Error::io_path(path, e))?;
-        if data.len() as u64 > MAX_SPEC {
-            return Err(invalid(&what, format!("larger than {MAX_SPEC} bytes")));
-        }
+        let data = crate::sys::read_small_file(path, MAX_SPEC, &what)?;
         MountSpec::parse(&data, &what)
     }
 

@@ -243,3 +243,23 @@ pub fn same_process_alive(pid: u32, start_time: Option<u64>, boot: Option<&str>)
         && start_time.is_none_or(|t| process_start(pid) == Some(t))
         && boot.is_none_or(|b| boot_id().as_deref() == Some(b))
 }
+
+/// The bytes of a small input file (a spec, a token file), at most `max`:
+/// a larger file is refused before it is read whole. `what` names it in
+/// errors; a missing file is [`crate::error::Error::NotFound`].
+pub fn read_small_file(path: &Path, max: u64, what: &str) -> crate::error::Result<Vec<u8>> {
+    use crate::error::Error;
+    let f = std::fs::File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::not_found(what),
+        _ => Error::io_path(path, e),
+    })?;
+    let mut data = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(f, max + 1), &mut data).map_err(|e| Error::io_path(path, e))?;
+    if data.len() as u64 > max {
+        return Err(Error::Invalid {
+            what: what.to_string(),
+            why: format!("larger than {max} bytes"),
+        });
+    }
+    Ok(data)
+}

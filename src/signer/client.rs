@@ -58,20 +58,11 @@ impl std::fmt::Debug for SignerClient {
 /// never its content.
 pub fn read_token(path: &Path) -> Result<String> {
     let what = format!("token file {}", path.display());
-    let f = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::not_found(&what),
-        _ => Error::io_path(path, e),
-    })?;
-    let mut data = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_TOKEN_FILE + 1), &mut data)
-        .map_err(|e| Error::io_path(path, e))?;
+    let data = crate::sys::read_small_file(path, MAX_TOKEN_FILE, &what)?;
     let bad = |why: &str| Error::Invalid {
         what: what.clone(),
         why: why.to_string(),
     };
-    if data.len() as u64 > MAX_TOKEN_FILE {
-        return Err(bad("too large to hold a token"));
-    }
     let text = std::str::from_utf8(&data).map_err(|_| bad("not text"))?;
     let token = text.trim();
     if token.is_empty() {
@@ -223,14 +214,7 @@ impl SignerClient {
 
 /// A failure to reach the signer: worth retrying.
 fn transport(what: &str, e: reqwest::Error) -> Error {
-    let e = e.without_url();
-    let mut why = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        why = format!("{why}: {s}");
-        src = s.source();
-    }
-    Error::store(StoreErrorKind::Transient, what, why)
+    Error::store(StoreErrorKind::Transient, what, http::without_url(e))
 }
 
 /// The signer's error answer as one of ours, by status and code.

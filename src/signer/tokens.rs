@@ -170,13 +170,7 @@ impl TokenTable {
     /// Read and parse the token file at `path` (at most [`MAX_FILE`] bytes).
     pub fn load(path: &Path) -> Result<TokenTable> {
         let what = format!("token file {}", path.display());
-        let f = std::fs::File::open(path).map_err(|e| Error::io_path(path, e))?;
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_FILE + 1), &mut data)
-            .map_err(|e| Error::io_path(path, e))?;
-        if data.len() as u64 > MAX_FILE {
-            return Err(invalid(&what, format!("larger than {MAX_FILE} bytes")));
-        }
+        let data = crate::sys::read_small_file(path, MAX_FILE, &what)?;
         TokenTable::parse(&data, &what)
     }
 

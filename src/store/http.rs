@@ -39,6 +39,19 @@ pub fn client() -> Result<reqwest::Client> {
         .map_err(|e| Error::Internal(format!("starting the HTTP client: {}", e.without_url())))
 }
 
+/// An HTTP client error as one line, its causes included and its URL
+/// (a secret, for a presigned one) left out.
+pub fn without_url(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut why = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        why = format!("{why}: {s}");
+        src = s.source();
+    }
+    why
+}
+
 /// Check a URL given for an object: http or https, bounded, parseable.
 pub fn parse_url(url: &str, what: &str) -> Result<reqwest::Url> {
     if url.len() > MAX_URL {
@@ -232,14 +245,7 @@ impl UrlObject {
     /// A failure to talk to the server at all: worth retrying. The
     /// client's error is stripped of its URL first.
     pub fn transport(&self, e: reqwest::Error) -> Error {
-        let e = e.without_url();
-        let mut why = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            why = format!("{why}: {s}");
-            src = s.source();
-        }
-        self.err(StoreErrorKind::Transient, why)
+        self.err(StoreErrorKind::Transient, without_url(e))
     }
 
     /// The error for an answer that is not a success (read and

@@ -592,6 +592,17 @@ impl TimedMultipart<'_> {
     }
 }
 
+/// Move bytes from the front of `data` into the part being filled, `buf`,
+/// until it holds `want`; the part, once it is full.
+pub(crate) fn fill_part(buf: &mut bytes::BytesMut, data: &mut Bytes, want: usize) -> Option<Bytes> {
+    if buf.capacity() == 0 {
+        *buf = bytes::BytesMut::with_capacity(want);
+    }
+    let take = want.saturating_sub(buf.len()).min(data.len());
+    buf.extend_from_slice(&data.split_to(take));
+    (buf.len() >= want).then(|| std::mem::take(buf).freeze())
+}
+
 /// A `Content-Range` value `bytes a-b/total` as (a, b + 1, total).
 pub(crate) fn content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes ")?;

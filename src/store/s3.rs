@@ -1186,13 +1186,7 @@ impl Upload for S3Upload {
         self.check_usable()?;
         while !data.is_empty() {
             let want = self.plan.size(self.next_part);
-            if self.buf.capacity() == 0 {
-                self.buf = BytesMut::with_capacity(want);
-            }
-            let take = want.saturating_sub(self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data.split_to(take));
-            if self.buf.len() >= want {
-                let part = std::mem::take(&mut self.buf).freeze();
+            if let Some(part) = super::fill_part(&mut self.buf, &mut data, want) {
                 if let Err(e) = self.start_part(part).await {
                     return Err(self.fail(e).await);
                 }

@@ -176,6 +176,10 @@ impl Shared {
                     );
                 }
                 Some(have) => {
+                    // (Renewal is due again later, whatever follows.)
+                    let mut cur = have.current.lock();
+                    cur.renew_at = renew_at;
+                    cur.generation += 1;
                     if (&have.spec.size, &have.spec.etag, &have.spec.index_digest)
                         != (&l.size, &l.etag, &l.index_digest)
                     {
@@ -184,10 +188,7 @@ impl Shared {
                         tracing::warn!("{}: the signer now names another object; not renewed", l.name);
                         continue;
                     }
-                    let mut cur = have.current.lock();
                     cur.object = object;
-                    cur.renew_at = renew_at;
-                    cur.generation += 1;
                 }
             }
         }
@@ -634,13 +635,7 @@ impl Upload for SignedUpload {
                     Err(e) => return Err(self.fail(e).await),
                 },
             };
-            if self.buf.capacity() == 0 {
-                self.buf = BytesMut::with_capacity(want);
-            }
-            let take = want.saturating_sub(self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data.split_to(take));
-            if self.buf.len() >= want {
-                let part = std::mem::take(&mut self.buf).freeze();
+            if let Some(part) = super::fill_part(&mut self.buf, &mut data, want) {
                 if let Err(e) = self.start_part(part).await {
                     return Err(self.fail(e).await);
                 }
