@@ -383,10 +383,12 @@ section_remote() {
 }
 
 # ---- pod: issue 16's acceptance item 4, through the same link ----
-# The signer runs with the store's credentials, reaching S3 through the
-# shaper (so its presigned URLs point there and every pod GET and PUT
-# crosses the link); the pod holds a token only and reaches the signer on
-# loopback (a signer in the cluster).
+# Topology: the pod is 20 ms / 1 Gbit/s from S3 (the shaper); the signer
+# sits next to S3 (its own calls go straight to the server) and next to
+# the pod (loopback: a signer in the cluster). Its presigned URLs name the
+# shaper (LAZYSNAP_S3_PRESIGN_ENDPOINT), so every pod GET and PUT crosses
+# the link. The direct save runs in the pod with credentials, all of it
+# over the link.
 section_pod() {
     remote_up
     local t token sha saddr r
@@ -394,7 +396,7 @@ section_pod() {
     printf '%s\n' "$token" > "$rdir/token"; chmod 600 "$rdir/token"
     sha=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
     printf '{"version":1,"tokens":[{"sha256":"%s","prefix":"","rights":"read-write","comment":"bench"}]}\n' "$sha" > "$rdir/tokens.json"
-    with_s3 "$link" "$bin" signer --listen 127.0.0.1:0 --store s3://bench/snaps --tokens "$rdir/tokens.json" \
+    with_s3 "$s3addr" env LAZYSNAP_S3_PRESIGN_ENDPOINT="http://$link" "$bin" signer --listen 127.0.0.1:0 --store s3://bench/snaps --tokens "$rdir/tokens.json" \
         > "$rdir/signer.out" 2> "$rdir/signer.log" &
     remote_pids+=($!)
     saddr=$(wait_listening "$rdir/signer.out" "$!")

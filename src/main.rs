@@ -30,7 +30,8 @@ Environment:
   s3:// stores: the AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE,
   AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE for IRSA), AWS_REGION, AWS_ENDPOINT_URL;
   LAZYSNAP_S3_PATH_STYLE=1 (or --s3-path-style), LAZYSNAP_S3_PART_SIZE (5MiB-512MiB),
-  LAZYSNAP_S3_PARTS_IN_FLIGHT (1-16)
+  LAZYSNAP_S3_PARTS_IN_FLIGHT (1-16), LAZYSNAP_S3_PRESIGN_ENDPOINT (the endpoint presigned
+  URLs name, when readers reach S3 by another address than this process)
   LAZYSNAP_SIGNER, LAZYSNAP_TOKEN_FILE  pod mode: --signer URL and --token-file FILE
                           (every command goes through the signer; no AWS setting needed)";
 
@@ -411,7 +412,9 @@ enum Command {
         {\"version\": 1, \"tokens\": [{\"sha256\": \"<hex of sha256(token)>\", \"prefix\": \"org/repo/\",\n               \
         \"rights\": \"read\" | \"read-write\", \"comment\": \"…\"}]}\n\
         (printf %s \"$TOKEN\" | sha256sum). kill -HUP re-reads it; a broken file keeps the old tokens. \
-        Prints \"listening on ADDR\" once bound (--listen 127.0.0.1:0 picks a port).")]
+        Prints \"listening on ADDR\" once bound (--listen 127.0.0.1:0 picks a port). \
+        Pods use it with --signer URL --token-file FILE; if they reach S3 by another address than \
+        the signer does, set LAZYSNAP_S3_PRESIGN_ENDPOINT to theirs.")]
     Signer {
         /// Address to listen on (HOST:PORT).
         #[arg(long, value_name = "ADDR")]

@@ -103,6 +103,19 @@ pub fn set_times(p: &Path, secs: i64, nsec: u32) -> io::Result<()> {
     check(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
 }
 
+/// Set the access and modification times of the open file `f` (no path
+/// lookup: what a restore does for every file it has just written).
+pub fn set_times_fd(f: &std::fs::File, secs: i64, nsec: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nsec as libc::c_long,
+    };
+    let times = [t, t];
+    // SAFETY: an open descriptor and a two-element timespec array.
+    check(unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) })
+}
+
 /// Change the owner of `p` itself.
 pub fn lchown(p: &Path, uid: u32, gid: u32) -> io::Result<()> {
     std::os::unix::fs::lchown(p, Some(uid), Some(gid))

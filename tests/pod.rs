@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::s3::SK;
+use common::s3::{shaper, SK};
 use common::signer::{write_tokens, SignerProc, POD_TOKEN};
 use common::*;
 
@@ -71,6 +71,11 @@ fn pod_as(env: &Env, token: &str) -> Command {
 /// Stop the env's signer and start another on the same address with
 /// `extra` arguments (a pod's mounts keep the address they were given).
 fn restart_signer(env: &mut Env, extra: &[&str]) {
+    restart_signer_with(env, extra, &[]);
+}
+
+/// [`restart_signer`], with `vars` in the new signer's environment.
+fn restart_signer_with(env: &mut Env, extra: &[&str], vars: &[(&str, String)]) {
     let addr = {
         let s = env.signer.as_mut().expect("a signer env");
         s.kill();
@@ -81,7 +86,9 @@ fn restart_signer(env: &mut Env, extra: &[&str]) {
     loop {
         // (The port is free again at once; retry briefly in case.)
         let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            SignerProc::start_on(env, env.s3_cmd(), &env.p("tokens.json"), &addr.to_string(), extra)
+            let mut cmd = env.s3_cmd();
+            cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+            SignerProc::start_on(env, cmd, &env.p("tokens.json"), &addr.to_string(), extra)
         }));
         match s {
             Ok(s) => {
@@ -369,4 +376,58 @@ fn a_signer_that_restarts_during_a_mount_and_a_save() {
     // 12 MiB and more in 5 MiB parts: the object is at least three parts.
     assert!(fs::metadata(env.object_file("svc-2")).expect("object").len() > 10 << 20);
     assert_clean("the signer's log", &log);
+}
+
+/// A signer whose pods reach S3 by another address than it does
+/// (`LAZYSNAP_S3_PRESIGN_ENDPOINT`): the URLs it hands out, for reads and
+/// for upload parts, name that address, so a pod's reads and writes go
+/// there while the signer's own calls do not.
+#[test]
+fn presigned_urls_name_the_endpoint_the_pods_reach() {
+    let mut env = Env::with_access(Access::Signer);
+    let src = env.p("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("hello.txt"), "hello\n").expect("write");
+    env.create(&src, "ep");
+    let (proxy, _rt) = shaper(env.s3().addr, Duration::ZERO);
+    let endpoint = format!("http://{}", proxy.addr());
+    restart_signer_with(&mut env, &[], &[("LAZYSNAP_S3_PRESIGN_ENDPOINT", endpoint)]);
+    // The pods' address refuses everything: their reads and uploads fail,
+    // though the signer itself reaches the store.
+    proxy.faults().deny.store(true, std::sync::atomic::Ordering::SeqCst);
+    let o = run_fail(env.cmd().args(["cat", "ep", "hello.txt"]));
+    let e = error_line(&o);
+    assert!(
+        e.contains("AccessDenied") && e.contains(&proxy.addr().to_string()),
+        "{e}"
+    );
+    let o = run_fail(
+        env.cmd()
+            .arg("create")
+            .arg(&src)
+            .args(["--store", &env.store(), "--name", "ep-2"]),
+    );
+    assert!(error_line(&o).contains("AccessDenied"), "{}", text(&o));
+    // Open again: both work, through it.
+    proxy.faults().deny.store(false, std::sync::atomic::Ordering::SeqCst);
+    let o = run_ok(env.cmd().args(["cat", "ep", "hello.txt"]));
+    assert_eq!(o.stdout, b"hello\n");
+    env.create(&src, "ep-2");
+    let o = run_ok(env.cmd().args(["cat", "ep-2", "hello.txt"]));
+    assert_eq!(o.stdout, b"hello\n");
+    // A bad endpoint is one line at the signer's start, not URLs that fail.
+    let o = run_fail(
+        env.s3_cmd()
+            .env("LAZYSNAP_S3_PRESIGN_ENDPOINT", "ftp://x")
+            .args([
+                "signer",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                &env.s3_store(),
+                "--tokens",
+            ])
+            .arg(env.p("tokens.json")),
+    );
+    assert!(error_line(&o).contains("LAZYSNAP_S3_PRESIGN_ENDPOINT"), "{}", text(&o));
 }

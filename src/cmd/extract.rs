@@ -467,7 +467,7 @@ impl Extractor {
         }
         f.set_permissions(std::fs::Permissions::from_mode(e.mode)).ctx(ctx)?;
         self.set_xattrs(e, p)?;
-        sys::set_times(p, e.mtime, e.mtime_nsec).ctx(ctx)
+        sys::set_times_fd(f, e.mtime, e.mtime_nsec).ctx(ctx)
     }
 
     fn finish_meta(&self, e: &Entry, p: &Path, chmod: bool) -> Result<()> {

@@ -305,9 +305,18 @@ async fn forget_upload(client: &Client, bucket: &str, dir: &str, id: &str) {
         .await;
 }
 
+/// The endpoint presigned URLs name, where readers reach S3 by another
+/// address than this process (a VPC endpoint and the public one, an
+/// in-cluster service and its ingress). Only URLs change; every request
+/// this process sends goes to its own endpoint.
+pub const PRESIGN_ENDPOINT_ENV: &str = "LAZYSNAP_S3_PRESIGN_ENDPOINT";
+
 /// A bucket and key prefix.
 pub struct S3Store {
     client: Client,
+    /// Signs presigned URLs (never sends): `client`, or one naming the
+    /// endpoint readers reach (`LAZYSNAP_S3_PRESIGN_ENDPOINT`).
+    presigner: Client,
     bucket: String,
     prefix: String,
     plan: PartPlan,
@@ -358,10 +367,23 @@ impl S3Store {
         // which decides from the error's kind: the SDK's own are off.
         let s3 = aws_sdk_s3::config::Builder::from(&conf)
             .force_path_style(path_style)
-            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-            .build();
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
+        let presigner = match std::env::var(PRESIGN_ENDPOINT_ENV).ok().filter(|v| !v.is_empty()) {
+            Some(ep) => {
+                let u = super::http::parse_url(&ep, PRESIGN_ENDPOINT_ENV)?;
+                if u.query().is_some() || !u.username().is_empty() {
+                    return Err(Error::Usage(format!(
+                        "{PRESIGN_ENDPOINT_ENV}: an endpoint URL (scheme, host, port), not {}",
+                        super::http::shown(&u)
+                    )));
+                }
+                Client::from_conf(s3.clone().endpoint_url(ep).build())
+            }
+            None => Client::from_conf(s3.clone().build()),
+        };
         Ok(S3Store {
-            client: Client::from_conf(s3),
+            client: Client::from_conf(s3.build()),
+            presigner,
             bucket,
             prefix,
             plan,
@@ -620,7 +642,7 @@ impl ObjectSigner for S3Store {
         let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
             .map_err(|e| Error::Usage(format!("presigning {k}: {e}")))?;
         let req = self
-            .client
+            .presigner
             .get_object()
             .bucket(&self.bucket)
             .key(&k)
@@ -703,7 +725,7 @@ impl MultipartSigner for S3Store {
         let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
             .map_err(|e| Error::Usage(format!("presigning {k}: {e}")))?;
         let req = self
-            .client
+            .presigner
             .upload_part()
             .bucket(&self.bucket)
             .key(&k)
