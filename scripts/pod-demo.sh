@@ -9,7 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -169,8 +168,9 @@ pod "$bin" stats "$mnt" --json | grep -E '"(bytes_fetched|requests|frames_fetche
 keep_logs
 pod "$bin" umount "$mnt"
 
-echo "== pod: lazysnap list and log (object sizes: main-2 holds only the changes)"
+echo "== pod: lazysnap list (object sizes: main-2 holds only the changes)"
 pod "$bin" list
+echo "== pod: lazysnap log org/repo/main-2 (its chain)"
 pod "$bin" log org/repo/main-2
 
 echo "== pod: names outside org/repo/ are refused (one line each; the demo goes on)"

@@ -425,7 +425,7 @@ impl Store {
     pub async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
         let up = self.deadline(key, self.bucket()?.create_upload(key)).await?;
         Ok(Box::new(TimedUpload {
-            up,
+            up: Some(up),
             key: key.to_string(),
             timeout: self.policy.timeout,
         }))
@@ -677,9 +677,11 @@ where
 }
 
 /// An upload whose every call has a deadline (no retries: a write that
-/// timed out may have happened).
+/// timed out may have happened). A write that times out throws the upload
+/// away (under the same deadline) before it reports: nothing is left
+/// half-sent for a later sweep to find.
 struct TimedUpload {
-    up: Box<dyn Upload>,
+    up: Option<Box<dyn Upload>>,
     key: String,
     timeout: Duration,
 }
@@ -691,26 +693,52 @@ impl TimedUpload {
             secs: timeout.as_secs_f64(),
         }
     }
+
+    fn inner(&mut self) -> Result<&mut Box<dyn Upload>> {
+        let key = &self.key;
+        self.up.as_mut().ok_or_else(|| {
+            Error::store(
+                StoreErrorKind::Invalid,
+                key,
+                "the upload timed out earlier and was aborted",
+            )
+        })
+    }
 }
 
 #[async_trait]
 impl Upload for TimedUpload {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        tokio::time::timeout(self.timeout, self.up.write(data))
-            .await
-            .map_err(|_| Self::timed_out(&self.key, self.timeout))?
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.inner()?.write(data)).await {
+            Ok(r) => r,
+            Err(_) => {
+                if let Some(up) = self.up.take() {
+                    match tokio::time::timeout(timeout, up.abort()).await {
+                        Ok(Ok(())) => tracing::debug!("{}: timed out; upload aborted", self.key),
+                        Ok(Err(e)) => tracing::warn!("{}: aborting the timed-out upload: {e}", self.key),
+                        Err(_) => tracing::warn!("{}: aborting the timed-out upload timed out too", self.key),
+                    }
+                }
+                Err(Self::timed_out(&self.key, timeout))
+            }
+        }
     }
 
-    async fn commit(self: Box<Self>, overwrite: bool) -> Result<()> {
-        let (key, timeout) = (self.key, self.timeout);
-        tokio::time::timeout(timeout, self.up.commit(overwrite))
+    async fn commit(mut self: Box<Self>, overwrite: bool) -> Result<()> {
+        let (key, timeout) = (self.key.clone(), self.timeout);
+        let up = self.up.take().ok_or_else(|| Self::timed_out(&key, timeout))?;
+        tokio::time::timeout(timeout, up.commit(overwrite))
             .await
             .map_err(|_| Self::timed_out(&key, timeout))?
     }
 
-    async fn abort(self: Box<Self>) -> Result<()> {
-        let (key, timeout) = (self.key, self.timeout);
-        tokio::time::timeout(timeout, self.up.abort())
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        let (key, timeout) = (self.key.clone(), self.timeout);
+        let Some(up) = self.up.take() else {
+            return Ok(());
+        };
+        tokio::time::timeout(timeout, up.abort())
             .await
             .map_err(|_| Self::timed_out(&key, timeout))?
     }
@@ -911,6 +939,40 @@ mod tests {
             "{e}"
         );
         assert!(store.create_upload("k").await.is_err());
+    }
+
+    /// An upload whose writes never finish, and which says when it is
+    /// aborted.
+    struct Stuck(Arc<AtomicU64>);
+
+    #[async_trait]
+    impl Upload for Stuck {
+        async fn write(&mut self, _data: Bytes) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn commit(self: Box<Self>, _overwrite: bool) -> Result<()> {
+            Ok(())
+        }
+        async fn abort(self: Box<Self>) -> Result<()> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_times_out_aborts_its_upload() {
+        let aborted = Arc::new(AtomicU64::new(0));
+        let mut up: Box<dyn Upload> = Box::new(TimedUpload {
+            up: Some(Box::new(Stuck(aborted.clone()))),
+            key: "k".into(),
+            timeout: Duration::from_millis(50),
+        });
+        let e = up.write(Bytes::from_static(b"x")).await.expect_err("timed out");
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        assert_eq!(aborted.load(Ordering::Relaxed), 1);
+        // Nothing more goes through it.
+        assert!(up.write(Bytes::from_static(b"y")).await.is_err());
+        assert!(up.commit(false).await.is_err());
     }
 
     #[test]

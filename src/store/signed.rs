@@ -14,7 +14,8 @@
 //! with 403 (or found expired) renews at once and is tried again. While
 //! the signer is down, reads go on through the URLs in hand until they
 //! expire; after that a read retries the signer with backoff and fails
-//! (EIO) at its deadline, never hangs.
+//! (EIO) within its deadline (at once if the signer refuses connections,
+//! ETIMEDOUT at the deadline if it stops answering), never hangs.
 //!
 //! Writes: a save is a presigned multipart upload. Parts of the signer's
 //! part size go up [`PARTS_IN_FLIGHT`] at a time with one `PUT` each (so
