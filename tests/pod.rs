@@ -318,13 +318,15 @@ fn a_signer_that_restarts_during_a_mount_and_a_save() {
     restart_signer(&mut env, &["--expires", "4s", "--part-size", "5MiB"]);
     assert!(read(&m, "f2").expect("f2 with the signer back") == files[2].1);
     // Killed in the middle of a save: after the upload is created.
-    let log_before = env
-        .signer
-        .as_ref()
-        .expect("signer")
-        .log()
-        .matches("/v1/uploads")
-        .count();
+    let upload_calls = |env: &Env| {
+        env.signer
+            .as_ref()
+            .expect("signer")
+            .log()
+            .matches("/v1/uploads")
+            .count()
+    };
+    let log_before = upload_calls(&env);
     let mut save = env
         .cmd()
         .arg("save")
@@ -337,14 +339,7 @@ fn a_signer_that_restarts_during_a_mount_and_a_save() {
         if let Some(st) = save.try_wait().expect("wait") {
             break Some(st);
         }
-        let now = env
-            .signer
-            .as_ref()
-            .expect("signer")
-            .log()
-            .matches("/v1/uploads")
-            .count();
-        if now > log_before {
+        if upload_calls(&env) > log_before {
             kill_signer(&mut env);
             break None;
         }

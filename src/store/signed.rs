@@ -78,8 +78,8 @@ struct Shared {
     layers: Mutex<HashMap<String, Arc<Layer>>>,
     /// One renewal at a time (calls queue behind it, then find it done).
     renewing: tokio::sync::Mutex<()>,
-    /// The background renewal task is running.
-    renewer: Mutex<bool>,
+    /// Starts the background renewal task, once.
+    renewer: std::sync::Once,
 }
 
 /// One layer a spec named: its identity, fixed at first sight, and the URL
@@ -109,7 +109,7 @@ impl SignedStore {
                 http: http::client()?,
                 layers: Mutex::new(HashMap::new()),
                 renewing: tokio::sync::Mutex::new(()),
-                renewer: Mutex::new(false),
+                renewer: std::sync::Once::new(),
             }),
         })
     }
@@ -230,13 +230,9 @@ impl Shared {
 
     /// Start the background renewal task, once.
     fn start_renewer(self: &Arc<Self>) {
-        let mut started = self.renewer.lock();
-        if *started {
-            return;
-        }
-        *started = true;
-        let weak = Arc::downgrade(self);
-        tokio::spawn(renew_in_background(weak));
+        self.renewer.call_once(|| {
+            tokio::spawn(renew_in_background(Arc::downgrade(self)));
+        });
     }
 
     /// The earliest renewal due, and the specs (by `via`) due by then.
@@ -367,21 +363,9 @@ impl ObjectBucket for SignedStore {
     async fn create_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
         // Created at once: a token that may not write here is refused
         // before anything is packed.
-        let mut up = Box::new(SignedUpload {
-            shared: self.shared.clone(),
-            name: name_of(key)?.to_string(),
-            upload: None,
-            urls: HashMap::new(),
-            buf: BytesMut::new(),
-            next_part: 1,
-            tasks: JoinSet::new(),
-            done: Vec::new(),
-            size: 0,
-            tail: Vec::new(),
-            failed: false,
-        });
-        up.created().await?;
-        Ok(up)
+        Ok(Box::new(
+            SignedUpload::create(self.shared.clone(), name_of(key)?).await?,
+        ))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -403,12 +387,6 @@ impl ObjectBucket for SignedStore {
     }
 }
 
-/// The upload the signer created: its id and part size.
-struct Created {
-    id: String,
-    part_size: usize,
-}
-
 /// A part URL, and when to stop using it.
 struct PartTarget {
     url: String,
@@ -419,7 +397,12 @@ struct PartTarget {
 struct SignedUpload {
     shared: Arc<Shared>,
     name: String,
-    upload: Option<Created>,
+    /// The upload's id at the signer.
+    id: String,
+    /// Bytes in every part but the last (the signer's choice).
+    part_size: usize,
+    /// The upload is still there to complete or abort.
+    open: bool,
     /// Part URLs in hand, by part number.
     urls: HashMap<u32, PartTarget>,
     /// The part being filled.
@@ -440,39 +423,46 @@ impl SignedUpload {
         format!("saving {} through {}", self.name, self.shared.signer.describe())
     }
 
-    /// Create the upload at the signer (once).
-    async fn created(&mut self) -> Result<(String, usize)> {
-        if let Some(c) = &self.upload {
-            return Ok((c.id.clone(), c.part_size));
-        }
-        let answer = self
-            .shared
+    /// Create the upload of `name` at the signer.
+    async fn create(shared: Arc<Shared>, name: &str) -> Result<SignedUpload> {
+        let answer = shared
             .signer
             .create_upload(&UploadRequest {
-                name: self.name.clone(),
+                name: name.to_string(),
                 size_hint: None,
                 expires_secs: None,
             })
             .await?;
-        let part_size = usize::try_from(answer.part_size)
-            .ok()
-            .filter(|&p| {
-                (crate::signer::api::MIN_PART_SIZE as usize..=crate::signer::api::MAX_PART_SIZE as usize).contains(&p)
-            })
-            .ok_or_else(|| {
-                Error::store(
+        let mut up = SignedUpload {
+            shared,
+            name: name.to_string(),
+            id: answer.upload_id,
+            part_size: 0,
+            open: true,
+            urls: HashMap::new(),
+            buf: BytesMut::new(),
+            next_part: 1,
+            tasks: JoinSet::new(),
+            done: Vec::new(),
+            size: 0,
+            tail: Vec::new(),
+            failed: false,
+        };
+        let sizes = crate::signer::api::MIN_PART_SIZE..=crate::signer::api::MAX_PART_SIZE;
+        match usize::try_from(answer.part_size) {
+            Ok(p) if sizes.contains(&answer.part_size) => up.part_size = p,
+            _ => {
+                let e = Error::store(
                     StoreErrorKind::Invalid,
-                    self.what(),
+                    up.what(),
                     format!("the signer asked for parts of {} bytes", answer.part_size),
-                )
-            })?;
-        tracing::debug!("{}: upload created, parts of {part_size} bytes", self.what());
-        self.learn_urls(answer.part_urls, answer.expires_in_secs);
-        self.upload = Some(Created {
-            id: answer.upload_id.clone(),
-            part_size,
-        });
-        Ok((answer.upload_id, part_size))
+                );
+                return Err(up.fail(e).await);
+            }
+        }
+        tracing::debug!("{}: upload created, parts of {} bytes", up.what(), up.part_size);
+        up.learn_urls(answer.part_urls, answer.expires_in_secs);
+        Ok(up)
     }
 
     fn learn_urls(&mut self, urls: Vec<PartUrl>, life: u64) {
@@ -484,7 +474,7 @@ impl SignedUpload {
 
     /// A usable URL for part `n`, asking the signer for a batch when there
     /// is none (or it is about to expire).
-    async fn url_for(&mut self, id: &str, n: u32) -> Result<String> {
+    async fn url_for(&mut self, n: u32) -> Result<String> {
         if let Some(t) = self.urls.remove(&n) {
             if Instant::now() < t.renew_at {
                 return Ok(t.url);
@@ -496,7 +486,7 @@ impl SignedUpload {
             .signer
             .part_urls(&PartsRequest {
                 name: self.name.clone(),
-                upload_id: id.to_string(),
+                upload_id: self.id.clone(),
                 first: n,
                 count,
                 expires_secs: None,
@@ -511,7 +501,6 @@ impl SignedUpload {
 
     /// Send `part` as the next part, after waiting for room.
     async fn start_part(&mut self, part: Bytes) -> Result<()> {
-        let (id, _) = self.created().await?;
         while self.tasks.len() >= PARTS_IN_FLIGHT {
             self.join_one().await?;
         }
@@ -523,10 +512,10 @@ impl SignedUpload {
                 format!("too large for one upload ({MAX_PARTS} parts)"),
             ));
         }
-        let url = self.url_for(&id, n).await?;
+        let url = self.url_for(n).await?;
         self.next_part += 1;
-        self.tasks
-            .spawn(put_part(self.shared.clone(), self.name.clone(), id, n, url, part));
+        let (shared, name, id) = (self.shared.clone(), self.name.clone(), self.id.clone());
+        self.tasks.spawn(put_part(shared, name, id, n, url, part));
         while let Some(joined) = self.tasks.try_join_next() {
             self.joined(joined)?;
         }
@@ -551,12 +540,12 @@ impl SignedUpload {
     async fn abort_upload(&mut self) -> Result<()> {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
-        let Some(c) = self.upload.take() else {
+        if !std::mem::replace(&mut self.open, false) {
             return Ok(());
-        };
+        }
         let req = AbortRequest {
             name: self.name.clone(),
-            upload_id: c.id,
+            upload_id: self.id.clone(),
         };
         match self.shared.signer.abort(&req).await {
             Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
@@ -595,9 +584,6 @@ impl SignedUpload {
         while !self.tasks.is_empty() {
             self.join_one().await?;
         }
-        let Some(c) = &self.upload else {
-            return Err(Error::Internal(format!("{}: nothing was written", self.what())));
-        };
         if self.tail.len() < FOOTER_LEN {
             return Err(Error::Internal(format!("{}: shorter than a footer", self.what())));
         }
@@ -607,14 +593,14 @@ impl SignedUpload {
         let count = parts.len();
         let req = CompleteRequest {
             name: self.name.clone(),
-            upload_id: c.id.clone(),
+            upload_id: self.id.clone(),
             parts,
             size: self.size,
             index_digest: crate::format::hex(&footer.index_digest),
         };
         self.shared.signer.complete(&req).await?;
         tracing::debug!("{}: completed, {count} parts, {} bytes", self.what(), self.size);
-        self.upload = None;
+        self.open = false;
         Ok(())
     }
 }
@@ -629,14 +615,7 @@ impl Upload for SignedUpload {
         self.tail.drain(..drop_from_tail);
         self.tail.extend_from_slice(&data[data.len() - keep..]);
         while !data.is_empty() {
-            let want = match &self.upload {
-                Some(c) => c.part_size,
-                None => match self.created().await {
-                    Ok((_, p)) => p,
-                    Err(e) => return Err(self.fail(e).await),
-                },
-            };
-            if let Some(part) = super::fill_part(&mut self.buf, &mut data, want) {
+            if let Some(part) = super::fill_part(&mut self.buf, &mut data, self.part_size) {
                 if let Err(e) = self.start_part(part).await {
                     return Err(self.fail(e).await);
                 }
