@@ -1,20 +1,25 @@
 //! An ordered stream of every frame of a snapshot, fetched in parallel.
 //!
-//! Used by full reads (extract, verify, squash): frames are grouped into
-//! coalesced runs, up to `parallel` runs are fetched and decompressed at once,
-//! and frames come out in order through a bounded channel, so memory stays at
-//! roughly `parallel` runs whatever the snapshot size.
+//! Used by full reads (extract, verify, squash). Frames are grouped into
+//! runs of adjacent frames; up to `parallel` runs are fetched at once, each
+//! with one ranged read whose body is cut into frames as it arrives. A
+//! frame is checked and decompressed (on a blocking thread, one per run)
+//! as soon as its last byte is in, and frames come out in order. So the
+//! reader is served while a run is still arriving, and the object's last
+//! bytes are decoded moments after they land, not a whole run later.
+//! Memory stays at a few runs whatever the snapshot size: at most
+//! `parallel + AHEAD` runs are held ahead of the reader.
 
-use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::{fetch_run, MAX_REQUEST};
-use crate::error::Result;
+use super::{decode_frame, MAX_REQUEST};
+use crate::error::{Error, Result};
 use crate::format::Frame;
-use crate::store::ObjectHandle;
+use crate::store::{ObjectHandle, Priority};
 
 /// One decompressed frame and its position in the tar stream.
 #[derive(Debug, Clone)]
@@ -25,28 +30,36 @@ pub struct FrameData {
     pub data: Bytes,
 }
 
-/// The first read of a stream. A run is decoded only once all of it has
-/// arrived, and the first runs share the link, so the reader's first bytes
-/// come after about `parallel` first runs have crossed it: small first
-/// runs let it start at once. Later runs double up to [`MAX_REQUEST`].
+/// The first read of a stream. The first runs share the link, so the
+/// reader's first frames arrive sooner when the first run is small. Later
+/// runs double up to [`MAX_REQUEST`].
 const FIRST_REQUEST: u64 = 1 << 20;
 
+/// Decompressed bytes a run may hold at most (at least one frame): a run
+/// of highly compressible frames stays small in memory too.
+const MAX_RUN_DECODED: u64 = 64 << 20;
+
+/// Runs fetched or decoded ahead of the reader beyond the `parallel`
+/// being fetched, so a reader busy with one run does not idle the link.
+const AHEAD: usize = 2;
+
 /// All frames as runs of adjacent frames, the first of at most `first`
-/// bytes, each next one allowed twice as many, up to `max` (a run has at
+/// compressed bytes, each next one allowed twice as many, up to `max`;
+/// and none of more than `max_decoded` decompressed bytes (a run has at
 /// least one frame).
-fn ramped_runs(frames: &[Frame], first: u64, max: u64) -> Vec<std::ops::Range<usize>> {
+fn ramped_runs(frames: &[Frame], first: u64, max: u64, max_decoded: u64) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut cap = first.clamp(1, max.max(1));
-    let mut start = 0;
-    let mut bytes = 0u64;
+    let (mut start, mut bytes, mut decoded) = (0, 0u64, 0u64);
     for (i, f) in frames.iter().enumerate() {
-        if i > start && bytes + f.c_len > cap {
+        if i > start && (bytes + f.c_len > cap || decoded + f.u_len > max_decoded) {
             out.push(start..i);
             start = i;
-            bytes = 0;
+            (bytes, decoded) = (0, 0);
             cap = cap.saturating_mul(2).min(max.max(1));
         }
         bytes += f.c_len;
+        decoded += f.u_len;
     }
     if start < frames.len() {
         out.push(start..frames.len());
@@ -54,7 +67,7 @@ fn ramped_runs(frames: &[Frame], first: u64, max: u64) -> Vec<std::ops::Range<us
     out
 }
 
-/// Stream frames `frames[range]` in order. Must be called within a tokio runtime.
+/// Stream frames `frames` in order. Must be called within a tokio runtime.
 pub fn stream_frames(
     object: ObjectHandle,
     frames: Arc<Vec<Frame>>,
@@ -62,41 +75,118 @@ pub fn stream_frames(
     what: String,
 ) -> mpsc::Receiver<Result<FrameData>> {
     let (tx, rx) = mpsc::channel(16);
+    let parallel = parallel.max(1);
+    // Each run's frames (and how many there must be), in run order; the
+    // bound is what may be held ahead of the reader.
+    type RunFrames = (mpsc::UnboundedReceiver<Result<FrameData>>, usize);
+    let (runs_tx, mut runs_rx) = mpsc::channel::<RunFrames>(parallel + AHEAD - 1);
+    // Permits to fetch, taken in run order, so runs start in order.
+    let link = Arc::new(Semaphore::new(parallel));
     tokio::spawn(async move {
-        let runs = ramped_runs(&frames, FIRST_REQUEST, MAX_REQUEST);
-        let mut queue = runs.into_iter();
-        let mut inflight = VecDeque::new();
-        loop {
-            while inflight.len() < parallel.max(1) {
-                let Some(run) = queue.next() else { break };
-                let (object, frames, what) = (object.clone(), frames.clone(), what.clone());
-                let base = run.start;
-                inflight.push_back(tokio::spawn(async move {
-                    fetch_run(&object, &frames, run, &what).await.map(|v| (base, v))
-                }));
+        for run in ramped_runs(&frames, FIRST_REQUEST, MAX_REQUEST, MAX_RUN_DECODED) {
+            let (out, run_rx) = mpsc::unbounded_channel();
+            if runs_tx.send((run_rx, run.len())).await.is_err() {
+                return;
             }
-            let Some(task) = inflight.pop_front() else { break };
-            let res = match task.await {
-                Ok(r) => r,
-                Err(e) => Err(crate::error::Error::Internal(format!("fetch task failed: {e}"))),
+            let Ok(permit) = link.clone().acquire_owned().await else {
+                return;
             };
-            match res {
-                Ok((base, datas)) => {
-                    for (i, data) in datas.into_iter().enumerate() {
-                        let u_off = frames[base + i].u_off;
-                        if tx.send(Ok(FrameData { u_off, data })).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
+            let (object, frames, what) = (object.clone(), frames.clone(), what.clone());
+            tokio::spawn(async move { fetch_streamed(&object, &frames, run, &what, permit, &out).await });
+        }
+    });
+    tokio::spawn(async move {
+        while let Some((mut run, mut count)) = runs_rx.recv().await {
+            while let Some(item) = run.recv().await {
+                let failed = item.is_err();
+                count = count.saturating_sub(1);
+                if tx.send(item).await.is_err() || failed {
                     return;
                 }
+            }
+            if count > 0 {
+                let _ = tx
+                    .send(Err(Error::Internal("a fetch task ended before its frames".into())))
+                    .await;
+                return;
             }
         }
     });
     rx
+}
+
+/// Fetch run `run` of `frames` with one streamed read, cutting its body
+/// into frames as it arrives and decoding each on a blocking thread as
+/// soon as it is whole; every frame (or the first error, after the frames
+/// before it) goes to `out`, in order. `permit` is held while the read is.
+async fn fetch_streamed(
+    object: &ObjectHandle,
+    frames: &Arc<Vec<Frame>>,
+    run: Range<usize>,
+    what: &str,
+    permit: OwnedSemaphorePermit,
+    out: &mpsc::UnboundedSender<Result<FrameData>>,
+) {
+    if run.is_empty() {
+        return;
+    }
+    let (ztx, zrx) = std::sync::mpsc::channel::<(usize, Bytes)>();
+    let decoder = {
+        let (frames, what, out) = (frames.clone(), what.to_string(), out.clone());
+        tokio::task::spawn_blocking(move || {
+            for (i, raw) in zrx {
+                let f = &frames[i];
+                let r = decode_frame(i, f, &raw, &what).map(|data| FrameData { u_off: f.u_off, data });
+                let failed = r.is_err();
+                if out.send(r).is_err() || failed {
+                    return;
+                }
+            }
+        })
+    };
+    let (first, last) = (frames[run.start], frames[run.end - 1]);
+    let mut next = run.start;
+    let mut partial = BytesMut::new();
+    let read = object
+        .stream_range(
+            first.c_off..last.c_off + last.c_len,
+            Priority::Foreground,
+            &mut |mut piece: Bytes| {
+                while !piece.is_empty() {
+                    let Some(f) = frames.get(next).filter(|_| next < run.end) else {
+                        return Err(Error::Internal("a read longer than its frames".into()));
+                    };
+                    let need = usize::try_from(f.c_len).unwrap_or(usize::MAX);
+                    let whole = if partial.is_empty() && piece.len() >= need {
+                        // The frame lies within the piece: no copy.
+                        piece.split_to(need)
+                    } else {
+                        partial.reserve(need - partial.len());
+                        let take = (need - partial.len()).min(piece.len());
+                        partial.extend_from_slice(&piece.split_to(take));
+                        if partial.len() < need {
+                            continue;
+                        }
+                        partial.split().freeze()
+                    };
+                    if ztx.send((next, whole)).is_err() {
+                        return Err(Error::Internal("the decoder stopped".into()));
+                    }
+                    next += 1;
+                }
+                Ok(())
+            },
+        )
+        .await;
+    drop(permit);
+    // The frames before a failure are delivered first, then the failure.
+    drop(ztx);
+    if let Err(e) = decoder.await {
+        let _ = out.send(Err(Error::Internal(format!("decompression task failed: {e}"))));
+    }
+    if let Err(e) = read {
+        let _ = out.send(Err(e));
+    }
 }
 
 /// Blocking reader over a frame stream: the tar stream as `std::io::Read`.
@@ -170,12 +260,18 @@ mod tests {
                 digest: [0; 16],
             })
             .collect();
-        let runs = ramped_runs(&frames, 200, 800);
+        let runs = ramped_runs(&frames, 200, 800, u64::MAX);
         let lens: Vec<usize> = runs.iter().map(std::ops::Range::len).collect();
         assert_eq!(lens, vec![2, 4, 8, 8, 8, 8, 2]);
         assert!(runs.windows(2).all(|w| w[0].end == w[1].start) && runs[0].start == 0);
         // Frames larger than the cap are runs of their own.
-        assert_eq!(ramped_runs(&frames[..3], 50, 800), vec![0..1, 1..2, 2..3]);
-        assert!(ramped_runs(&[], 200, 800).is_empty());
+        assert_eq!(ramped_runs(&frames[..3], 50, 800, u64::MAX), vec![0..1, 1..2, 2..3]);
+        assert!(ramped_runs(&[], 200, 800, u64::MAX).is_empty());
+        // Decoded bytes bound a run too: 300 each, at most 1000 a run.
+        let lens: Vec<usize> = ramped_runs(&frames, 800, 800, 1000)
+            .iter()
+            .map(std::ops::Range::len)
+            .collect();
+        assert_eq!(lens, vec![3; 13].into_iter().chain([1]).collect::<Vec<_>>());
     }
 }

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, CONTENT_RANGE, ETAG, IF_MATCH, RANGE};
 use reqwest::StatusCode;
 
-use super::{content_range, ObjectId, ObjectReader, Priority};
+use super::{content_range, ObjectId, ObjectReader, Priority, Sink};
 use crate::error::{Error, Result, StoreErrorKind};
 
 /// Longest URL accepted (presigned URLs with session tokens run to ~2 KiB).
@@ -149,6 +149,29 @@ impl UrlObject {
     /// Ranged GET of `want`, with `If-Match: etag` when given; the answer
     /// is checked against the range and (when given) the ETag.
     pub async fn get(&self, want: &Want, etag: Option<&str>) -> Result<Answer> {
+        let cap = match want {
+            Want::Exact(r, _) => r.end - r.start,
+            Want::Suffix(n) => *n,
+        };
+        let mut body = BytesMut::with_capacity(usize::try_from(cap.min(64 << 20)).unwrap_or(0));
+        let head = self
+            .get_into(want, etag, &mut |piece| {
+                body.extend_from_slice(&piece);
+                Ok(())
+            })
+            .await?;
+        Ok(Answer {
+            body: body.freeze(),
+            start: head.start,
+            total: head.total,
+            etag: head.etag,
+        })
+    }
+
+    /// [`UrlObject::get`], handing the body to `sink` piece by piece as it
+    /// arrives (an error may come after some pieces); the answer's
+    /// `body` is left empty.
+    pub async fn get_into(&self, want: &Want, etag: Option<&str>, sink: &mut Sink<'_>) -> Result<Answer> {
         let header = match want {
             Want::Exact(r, size) if r.is_empty() => {
                 return Ok(Answer {
@@ -199,21 +222,22 @@ impl UrlObject {
             ));
         }
         let len = b - a;
-        let mut body = BytesMut::with_capacity(usize::try_from(len.min(64 << 20)).unwrap_or(0));
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(e))? {
-            if body.len() as u64 + chunk.len() as u64 > len {
+        let mut got = 0u64;
+        while let Some(piece) = resp.chunk().await.map_err(|e| self.transport(e))? {
+            got += piece.len() as u64;
+            if got > len {
                 return Err(self.err(StoreErrorKind::Invalid, "the answer is longer than its range"));
             }
-            body.extend_from_slice(&chunk);
+            sink(piece)?;
         }
-        if (body.len() as u64) < len {
+        if got < len {
             return Err(self.err(
                 StoreErrorKind::Transient,
-                format!("body cut short ({} of {len} bytes)", body.len()),
+                format!("body cut short ({got} of {len} bytes)"),
             ));
         }
         Ok(Answer {
-            body: body.freeze(),
+            body: Bytes::new(),
             start: a,
             total,
             etag: got_etag,
@@ -338,6 +362,10 @@ impl ObjectReader for UrlReader {
         read_range(&self.object, &self.id, range).await
     }
 
+    async fn stream_range(&self, range: Range<u64>, _prio: Priority, sink: &mut Sink<'_>) -> Result<()> {
+        stream_range(&self.object, &self.id, range, sink).await
+    }
+
     fn expires(&self) -> Option<SystemTime> {
         self.object.expires
     }
@@ -346,14 +374,26 @@ impl ObjectReader for UrlReader {
 /// Bytes `range` of the object `id` behind `object` (one ranged GET, held
 /// to its size and ETag).
 pub async fn read_range(object: &UrlObject, id: &ObjectId, range: Range<u64>) -> Result<Bytes> {
+    Ok(object.get(&exactly(object, id, range)?, id.etag.as_deref()).await?.body)
+}
+
+/// [`read_range`], handing the bytes to `sink` as they arrive.
+pub async fn stream_range(object: &UrlObject, id: &ObjectId, range: Range<u64>, sink: &mut Sink<'_>) -> Result<()> {
+    object
+        .get_into(&exactly(object, id, range)?, id.etag.as_deref(), sink)
+        .await
+        .map(drop)
+}
+
+/// What to ask for to read bytes `range` of the object `id`.
+fn exactly(object: &UrlObject, id: &ObjectId, range: Range<u64>) -> Result<Want> {
     if range.end > id.size {
         return Err(object.err(
             StoreErrorKind::Invalid,
             format!("bytes {}-{} are past the end ({})", range.start, range.end, id.size),
         ));
     }
-    let want = Want::Exact(range, id.size);
-    Ok(object.get(&want, id.etag.as_deref()).await?.body)
+    Ok(Want::Exact(range, id.size))
 }
 
 /// Open the object behind `object`: a handle fixed to its size and ETag,

@@ -67,6 +67,12 @@ pub trait ObjectReader: Send + Sync + 'static {
     fn id(&self) -> &ObjectId;
     /// Bytes `range` of the object; exactly that many or an error.
     async fn get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes>;
+    /// Bytes `range` of the object handed to `sink` in order, piece by
+    /// piece as they arrive; an error may come after some pieces. (A
+    /// backend that cannot stream hands them over in one piece.)
+    async fn stream_range(&self, range: Range<u64>, prio: Priority, sink: &mut Sink<'_>) -> Result<()> {
+        sink(self.get_range(range, prio).await?)
+    }
     /// When the access this handle reads with stops working (a presigned
     /// URL's expiry), if it ever does.
     fn expires(&self) -> Option<std::time::SystemTime> {
@@ -78,6 +84,10 @@ pub trait ObjectReader: Send + Sync + 'static {
         Ok(false)
     }
 }
+
+/// Where [`ObjectReader::stream_range`] hands the pieces of a read; an
+/// error from it ends the read with that error.
+pub type Sink<'a> = dyn FnMut(Bytes) -> Result<()> + Send + 'a;
 
 /// Opens objects by key: the read capability.
 #[async_trait]
@@ -510,10 +520,58 @@ impl ObjectHandle {
     }
 
     /// Bytes `range` of the object, for a reader of priority `prio`;
-    /// retried, and a short answer is an error. An access that expired or was refused is renewed once (where the
-    /// handle can renew) and the read tried again.
+    /// retried, and a short answer is an error.
     pub async fn get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes> {
-        match self.try_get_range(range.clone(), prio).await {
+        self.renewing(|| self.try_get_range(range.clone(), prio)).await
+    }
+
+    /// Bytes `range` of the object handed to `sink` in order as they
+    /// arrive, exactly once each: a read cut short is resumed from the
+    /// first byte not yet handed over (retried as [`ObjectHandle::get_range`]
+    /// is), so `sink` sees one unbroken run of the range, or an error.
+    pub async fn stream_range(&self, range: Range<u64>, prio: Priority, sink: &mut Sink<'_>) -> Result<()> {
+        let want = range.end.saturating_sub(range.start);
+        let what = format!("{} bytes {}-{}", self.key, range.start, range.end);
+        // Bytes handed over so far, and where they go: shared by attempts.
+        let state = tokio::sync::Mutex::new((0u64, sink));
+        let attempt = || async {
+            let mut guard = state.lock().await;
+            let (got, sink) = &mut *guard;
+            let start = range.start + *got;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let mut piece = |b: Bytes| {
+                if *got + b.len() as u64 > want {
+                    return Err(Error::store(
+                        StoreErrorKind::Invalid,
+                        &self.key,
+                        "an answer longer than its range",
+                    ));
+                }
+                *got += b.len() as u64;
+                self.stats.bytes_read.fetch_add(b.len() as u64, Ordering::Relaxed);
+                sink(b)
+            };
+            self.reader.stream_range(start..range.end, prio, &mut piece).await?;
+            if *got != want {
+                return Err(Error::store(
+                    StoreErrorKind::Transient,
+                    &self.key,
+                    format!("short read ({got} of {want} bytes)"),
+                ));
+            }
+            Ok(())
+        };
+        self.renewing(|| retry(self.policy, &what, attempt)).await
+    }
+
+    /// Run `op`; when its access expired or was refused, renew it once
+    /// (where the handle can renew) and run it again.
+    async fn renewing<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match op().await {
             Err(Error::Store {
                 kind: StoreErrorKind::Expired | StoreErrorKind::Denied,
                 ..
@@ -523,7 +581,7 @@ impl ObjectHandle {
             .await? =>
             {
                 tracing::debug!("{}: access renewed; reading again", self.key);
-                self.try_get_range(range, prio).await
+                op().await
             }
             r => r,
         }
@@ -850,6 +908,8 @@ mod tests {
         fail: parking_lot::Mutex<Vec<StoreErrorKind>>,
         seen: Arc<parking_lot::Mutex<Vec<Priority>>>,
         renewals: AtomicU64,
+        /// Streamed reads still to break off half way.
+        cuts: AtomicU64,
     }
 
     struct ScriptedReader {
@@ -872,6 +932,26 @@ mod tests {
                 Some(kind) => Err(Error::store(kind, "obj", "scripted")),
                 None => Ok(Bytes::from(vec![0; (range.end - range.start) as usize])),
             }
+        }
+        async fn stream_range(&self, range: Range<u64>, _prio: Priority, sink: &mut Sink<'_>) -> Result<()> {
+            // Byte i of the object is i, in pieces of 3; a cut read hands
+            // over half its range first.
+            let cut = self.src.cuts.load(Ordering::Relaxed) > 0;
+            let end = if cut {
+                range.start + (range.end - range.start) / 2
+            } else {
+                range.end
+            };
+            for at in (range.start..end).step_by(3) {
+                sink(Bytes::from(
+                    (at..(at + 3).min(end)).map(|i| i as u8).collect::<Vec<u8>>(),
+                ))?;
+            }
+            if cut {
+                self.src.cuts.fetch_sub(1, Ordering::Relaxed);
+                return Err(Error::store(StoreErrorKind::Transient, "obj", "cut"));
+            }
+            Ok(())
         }
     }
 
@@ -898,6 +978,7 @@ mod tests {
             fail: parking_lot::Mutex::new(Vec::new()),
             seen: Arc::new(parking_lot::Mutex::new(Vec::new())),
             renewals: AtomicU64::new(0),
+            cuts: AtomicU64::new(0),
         });
         let policy = RetryPolicy {
             attempts: 3,
@@ -939,6 +1020,55 @@ mod tests {
             "{e}"
         );
         assert!(store.create_upload("k").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_streamed_read_cut_short_resumes_where_it_broke() {
+        let src = Arc::new(Scripted {
+            fail: parking_lot::Mutex::new(Vec::new()),
+            seen: Arc::new(parking_lot::Mutex::new(Vec::new())),
+            renewals: AtomicU64::new(0),
+            cuts: AtomicU64::new(2),
+        });
+        let policy = RetryPolicy {
+            attempts: 3,
+            timeout: Duration::from_secs(5),
+            backoff: Duration::from_millis(1),
+        };
+        let store = Store::read_only(Arc::new(src.clone())).with_policy(policy);
+        let (obj, _) = store.open_object("k", 10).await.expect("open");
+        let before = store.stats().requests.load(Ordering::Relaxed);
+        let mut got = Vec::new();
+        obj.stream_range(10..90, Priority::Foreground, &mut |b| {
+            got.extend_from_slice(&b);
+            Ok(())
+        })
+        .await
+        .expect("resumed");
+        // Every byte once, in order, across two breaks.
+        assert_eq!(got, (10..90u8).collect::<Vec<_>>());
+        assert_eq!(store.stats().requests.load(Ordering::Relaxed) - before, 3);
+        // More breaks than attempts: an error, after the bytes that came.
+        src.cuts.store(5, Ordering::Relaxed);
+        got.clear();
+        let e = obj
+            .stream_range(0..80, Priority::Foreground, &mut |b| {
+                got.extend_from_slice(&b);
+                Ok(())
+            })
+            .await
+            .expect_err("gives up");
+        assert!(e.to_string().contains("cut"), "{e}");
+        assert_eq!(got, (0..70u8).collect::<Vec<_>>());
+        // A sink's error ends the read at once.
+        src.cuts.store(0, Ordering::Relaxed);
+        let e = obj
+            .stream_range(0..80, Priority::Foreground, &mut |_| {
+                Err(Error::Internal("full".into()))
+            })
+            .await
+            .expect_err("sink refused");
+        assert!(e.to_string().contains("full"), "{e}");
     }
 
     /// An upload whose writes never finish, and which says when it is

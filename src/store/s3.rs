@@ -73,7 +73,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
 use super::{
-    content_range, MultipartSigner, ObjectBucket, ObjectId, ObjectReader, ObjectSigner, ObjectSource, Priority, Upload,
+    content_range, MultipartSigner, ObjectBucket, ObjectId, ObjectReader, ObjectSigner, ObjectSource, Priority, Sink,
+    Upload,
 };
 use crate::error::{Error, Result, StoreErrorKind};
 
@@ -450,6 +451,26 @@ impl ObjectReader for S3Reader {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
+        let body = self.ranged(&range).await?.collect().await.map_err(|e| self.cut(e))?;
+        Ok(body.into_bytes())
+    }
+
+    async fn stream_range(&self, range: Range<u64>, _prio: Priority, sink: &mut Sink<'_>) -> Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let mut body = self.ranged(&range).await?;
+        while let Some(piece) = body.next().await {
+            sink(piece.map_err(|e| self.cut(e))?)?;
+        }
+        Ok(())
+    }
+}
+
+impl S3Reader {
+    /// The body of a GET of bytes `range` (not empty), held to the ETag
+    /// the object was opened with and to the range asked for.
+    async fn ranged(&self, range: &Range<u64>) -> Result<aws_sdk_s3::primitives::ByteStream> {
         let mut req = self
             .client
             .get_object()
@@ -468,21 +489,18 @@ impl ObjectReader for S3Reader {
             ));
         }
         match out.content_range().and_then(content_range) {
-            Some((a, b, _)) if a == range.start && b == range.end => {}
-            _ => {
-                return Err(Error::store(
-                    StoreErrorKind::Invalid,
-                    &self.key,
-                    "the server did not answer the range asked for (a 200 to a ranged GET?)",
-                ))
-            }
+            Some((a, b, _)) if a == range.start && b == range.end => Ok(out.body),
+            _ => Err(Error::store(
+                StoreErrorKind::Invalid,
+                &self.key,
+                "the server did not answer the range asked for (a 200 to a ranged GET?)",
+            )),
         }
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::store(StoreErrorKind::Transient, &self.key, format!("body cut short: {e}")))?;
-        Ok(body.into_bytes())
+    }
+
+    /// A body that broke off: worth retrying.
+    fn cut(&self, e: impl std::fmt::Display) -> Error {
+        Error::store(StoreErrorKind::Transient, &self.key, format!("body cut short: {e}"))
     }
 }
 

@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 use tokio::task::JoinSet;
 
 use super::http::{self, UrlObject};
-use super::{ObjectBucket, ObjectId, ObjectReader, ObjectSource, Priority, Upload, SNAPSHOT_SUFFIX};
+use super::{ObjectBucket, ObjectId, ObjectReader, ObjectSource, Priority, Sink, Upload, SNAPSHOT_SUFFIX};
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::format::footer::{Footer, FOOTER_LEN};
 use crate::signer::api::{
@@ -291,6 +291,26 @@ struct SignedReader {
     refused: AtomicU64,
 }
 
+impl SignedReader {
+    /// The URL reads use now, and its generation.
+    fn current(&self) -> (UrlObject, u64) {
+        let cur = self.layer.current.lock();
+        (cur.object.clone(), cur.generation)
+    }
+
+    /// Remember which URL a refused read used, so one renewal serves
+    /// every read it refused.
+    fn note_refusal<T>(&self, r: &Result<T>, generation: u64) {
+        if let Err(Error::Store {
+            kind: StoreErrorKind::Denied | StoreErrorKind::Expired,
+            ..
+        }) = r
+        {
+            self.refused.store(generation, Ordering::Relaxed);
+        }
+    }
+}
+
 #[async_trait]
 impl ObjectReader for SignedReader {
     fn id(&self) -> &ObjectId {
@@ -298,18 +318,16 @@ impl ObjectReader for SignedReader {
     }
 
     async fn get_range(&self, range: Range<u64>, _prio: Priority) -> Result<Bytes> {
-        let (object, generation) = {
-            let cur = self.layer.current.lock();
-            (cur.object.clone(), cur.generation)
-        };
+        let (object, generation) = self.current();
         let r = http::read_range(&object, &self.id, range).await;
-        if let Err(Error::Store {
-            kind: StoreErrorKind::Denied | StoreErrorKind::Expired,
-            ..
-        }) = &r
-        {
-            self.refused.store(generation, Ordering::Relaxed);
-        }
+        self.note_refusal(&r, generation);
+        r
+    }
+
+    async fn stream_range(&self, range: Range<u64>, _prio: Priority, sink: &mut Sink<'_>) -> Result<()> {
+        let (object, generation) = self.current();
+        let r = http::stream_range(&object, &self.id, range, sink).await;
+        self.note_refusal(&r, generation);
         r
     }
 
