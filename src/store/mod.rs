@@ -972,20 +972,26 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn retries_follow_the_kind_and_priority_reaches_the_reader() {
+    /// A store of one scripted object (3 attempts a read, quick backoff)
+    /// whose next `cuts` streamed reads break off.
+    fn scripted(cuts: u64) -> (Arc<Scripted>, Store) {
         let src = Arc::new(Scripted {
             fail: parking_lot::Mutex::new(Vec::new()),
             seen: Arc::new(parking_lot::Mutex::new(Vec::new())),
             renewals: AtomicU64::new(0),
-            cuts: AtomicU64::new(0),
+            cuts: AtomicU64::new(cuts),
         });
         let policy = RetryPolicy {
             attempts: 3,
             timeout: Duration::from_secs(5),
             backoff: Duration::from_millis(1),
         };
-        let store = Store::read_only(Arc::new(src.clone())).with_policy(policy);
+        (src.clone(), Store::read_only(Arc::new(src)).with_policy(policy))
+    }
+
+    #[tokio::test]
+    async fn retries_follow_the_kind_and_priority_reaches_the_reader() {
+        let (src, store) = scripted(0);
         let (obj, _) = store.open_object("k", 10).await.expect("open");
         assert_eq!(obj.id().etag.as_deref(), Some("e1"));
         // Transient twice, then an answer: retried.
@@ -1024,18 +1030,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_streamed_read_cut_short_resumes_where_it_broke() {
-        let src = Arc::new(Scripted {
-            fail: parking_lot::Mutex::new(Vec::new()),
-            seen: Arc::new(parking_lot::Mutex::new(Vec::new())),
-            renewals: AtomicU64::new(0),
-            cuts: AtomicU64::new(2),
-        });
-        let policy = RetryPolicy {
-            attempts: 3,
-            timeout: Duration::from_secs(5),
-            backoff: Duration::from_millis(1),
-        };
-        let store = Store::read_only(Arc::new(src.clone())).with_policy(policy);
+        let (src, store) = scripted(2);
         let (obj, _) = store.open_object("k", 10).await.expect("open");
         let before = store.stats().requests.load(Ordering::Relaxed);
         let mut got = Vec::new();
