@@ -18,6 +18,7 @@ use crate::fetch::fetcher::Fetcher;
 use crate::fetch::frame_range;
 use crate::format::{path, Entry, Kind};
 use crate::layer::Tree;
+use crate::store::Priority;
 
 /// Attributes of an inode.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,7 +286,8 @@ impl Fs {
         // Frames already in memory or on their way are skipped there.
         if let Some(l) = self.fetcher.layers().get(layer as usize) {
             let range = e.offset + ahead.start..e.offset + ahead.end;
-            self.fetcher.fetch_background(layer, frame_range(&l.frames, range));
+            self.fetcher
+                .fetch_background(layer, frame_range(&l.frames, range), Priority::Readahead);
         }
     }
 

@@ -14,7 +14,7 @@ use crate::fs::Fs;
 use crate::fuse::FuseAdapter;
 use crate::layer::Tree;
 use crate::snapshot::Chain;
-use crate::store::Store;
+use crate::store::{Priority, Store};
 
 /// How to mount.
 #[derive(Debug, Clone)]
@@ -265,6 +265,6 @@ fn start_prefetch(fetcher: &Arc<Fetcher>, tree: &Tree, list: &[Vec<u8>]) {
         }
     }
     for (layer, r) in runs {
-        fetcher.fetch_background(layer, r);
+        fetcher.fetch_background(layer, r, Priority::Prefetch);
     }
 }

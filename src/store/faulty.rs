@@ -38,10 +38,13 @@ pub struct FaultyStore {
     state: Arc<Shared>,
 }
 
-/// The faults and counter, shared with every handle the store opened.
+/// The faults and counters, shared with every handle the store opened.
 struct Shared {
     faults: Mutex<Faults>,
     injected: AtomicU64,
+    /// Reads under way, and the most there have been at once.
+    reading: AtomicU64,
+    peak: AtomicU64,
 }
 
 impl FaultyStore {
@@ -52,6 +55,8 @@ impl FaultyStore {
             state: Arc::new(Shared {
                 faults: Mutex::new(faults),
                 injected: AtomicU64::new(0),
+                reading: AtomicU64::new(0),
+                peak: AtomicU64::new(0),
             }),
         }
     }
@@ -64,6 +69,11 @@ impl FaultyStore {
     /// Reads that had a fault applied.
     pub fn injected(&self) -> u64 {
         self.state.injected.load(Ordering::Relaxed)
+    }
+
+    /// The most ranged reads (after `open`) that were under way at once.
+    pub fn peak_reads(&self) -> u64 {
+        self.state.peak.load(Ordering::Relaxed)
     }
 }
 
@@ -108,8 +118,14 @@ impl ObjectReader for FaultyReader {
     }
 
     async fn get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes> {
-        let data = self.inner.get_range(range.clone(), prio).await?;
-        self.state.apply(&self.key, range, data).await
+        let now = self.state.reading.fetch_add(1, Ordering::Relaxed) + 1;
+        self.state.peak.fetch_max(now, Ordering::Relaxed);
+        let r = match self.inner.get_range(range.clone(), prio).await {
+            Ok(data) => self.state.apply(&self.key, range, data).await,
+            Err(e) => Err(e),
+        };
+        self.state.reading.fetch_sub(1, Ordering::Relaxed);
+        r
     }
 }
 

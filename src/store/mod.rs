@@ -44,7 +44,9 @@ pub const SNAPSHOT_SUFFIX: &str = ".tar.zst";
 pub enum Priority {
     /// A reader is blocked on it.
     Foreground,
-    /// Readahead and prefetch: wanted soon.
+    /// Readahead: a reader streaming a file reaches it within moments.
+    Readahead,
+    /// The prefetch list: a reader is predicted to want it soon.
     Prefetch,
     /// Hydration: wanted eventually.
     Background,
