@@ -162,6 +162,17 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The process's file mode creation mask. (Read by setting it and setting
+/// it back: call it before other threads create files.)
+pub fn umask() -> u32 {
+    // SAFETY: umask has no preconditions; the mask is restored at once.
+    unsafe {
+        let m = libc::umask(0o077);
+        libc::umask(m);
+        m
+    }
+}
+
 /// Make the allocator return large buffers (decompressed frames) to the
 /// system when they are freed. glibc otherwise raises its mmap threshold
 /// after the first free of a large block and serves later frames from

@@ -189,3 +189,69 @@ fn names_are_validated_and_never_overwritten() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
     assert_eq!(std::fs::read_dir(&dest).expect("ls").count(), 0);
 }
+
+/// Extract (as root, the pod case) gives every file exactly its owner and
+/// mode, whatever owner and mode a new file would get: files of root and of
+/// other users and groups, modes the umask would cut, setuid; restored
+/// under a umask of 027 into a parent directory that is setgid to another
+/// group (so a new file there would get that group).
+#[test]
+fn extract_sets_owners_and_modes_whatever_a_new_file_would_get() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    assert!(
+        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0),
+        "this test restores owners: run it as root (scripts/test.sh does)"
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    let files: [(&str, u32, u32, u32); 7] = [
+        ("root", 0, 0, 0o644),
+        ("other", 1234, 5678, 0o640),
+        ("root-other-group", 0, 5678, 0o664),
+        ("group-writable", 0, 0, 0o666),
+        ("setuid", 1234, 0, 0o4755),
+        ("private", 0, 0, 0o600),
+        ("d/in-setgid-dir", 0, 0, 0o644),
+    ];
+    for (name, uid, gid, mode) in files {
+        let p = src.join(name);
+        std::fs::write(&p, name).expect("write");
+        chown(&p, Some(uid), Some(gid)).expect("chown");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    std::fs::set_permissions(src.join("d"), std::fs::Permissions::from_mode(0o2775)).expect("chmod d");
+    let store = store_arg(tmp.path());
+    run_ok(
+        lazysnap()
+            .arg("create")
+            .arg(&src)
+            .args(["--store", &store, "--name", "owners"]),
+    );
+
+    let parent = tmp.path().join("setgid-parent");
+    std::fs::create_dir(&parent).expect("mkdir");
+    chown(&parent, Some(0), Some(4321)).expect("chown parent");
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o2775)).expect("chmod parent");
+    let out = parent.join("out");
+    let mut cmd = lazysnap();
+    cmd.args(["extract", "owners"]).arg(&out).args(["--store", &store]);
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o027);
+            Ok(())
+        });
+    }
+    run_ok(&mut cmd);
+    compare_trees_opts(
+        &src,
+        &out,
+        CompareOpts {
+            owner: true,
+            ..CompareOpts::default()
+        },
+    )
+    .expect("owners and modes");
+}

@@ -131,10 +131,7 @@ fn into_new_dir(rt: &Handle, dest: &Path, fill: impl FnOnce(&Extractor) -> Resul
         }
     };
     let _guard = rt.enter();
-    let ex = Extractor {
-        tmp: tmp.clone(),
-        root: sys::is_root(),
-    };
+    let ex = Extractor::new(tmp.clone())?;
     let res = fill(&ex).and_then(|()| {
         sys::rename_noreplace(&tmp, dest).map_err(|e| {
             if e.raw_os_error() == Some(libc::EEXIST) || e.raw_os_error() == Some(libc::ENOTEMPTY) {
@@ -201,6 +198,56 @@ struct FileJob {
     data: Vec<Bytes>,
 }
 
+/// Files a writer thread is handed at once (one wake-up per batch, not
+/// per file), and the bytes of data that closes a batch early.
+const BATCH_FILES: usize = 32;
+const BATCH_BYTES: u64 = 4 << 20;
+/// Batches queued for each writer thread.
+const QUEUED_BATCHES: usize = 4;
+
+/// Jobs for one writer thread, sent in batches.
+struct Batcher {
+    tx: std::sync::mpsc::SyncSender<Vec<FileJob>>,
+    jobs: Vec<FileJob>,
+    bytes: u64,
+}
+
+impl Batcher {
+    fn new(tx: std::sync::mpsc::SyncSender<Vec<FileJob>>) -> Batcher {
+        Batcher {
+            tx,
+            jobs: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Queue `job` (`bytes` of data); false if the writer has stopped.
+    fn push(&mut self, job: FileJob, bytes: u64) -> bool {
+        self.jobs.push(job);
+        self.bytes += bytes;
+        if self.jobs.len() < BATCH_FILES && self.bytes < BATCH_BYTES {
+            return true;
+        }
+        self.flush()
+    }
+
+    /// Send what is queued; false if the writer has stopped.
+    fn flush(&mut self) -> bool {
+        self.bytes = 0;
+        let jobs = std::mem::take(&mut self.jobs);
+        jobs.is_empty() || self.tx.send(jobs).is_ok()
+    }
+}
+
+/// The writer (of `n`) for a file at `path`: all files of a directory go
+/// to one writer, so writers do not contend for a directory's lock.
+fn writer_of(path: &[u8], n: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let dir = &path[..path.iter().rposition(|&c| c == b'/').unwrap_or(0)];
+    let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(dir);
+    (h % n.max(1) as u64) as usize
+}
+
 /// Files up to this size are handed to writer threads whole; larger ones are
 /// streamed by the main thread so memory stays bounded.
 const POOLED_FILE_MAX: u64 = 4 << 20;
@@ -208,8 +255,8 @@ const POOLED_FILE_MAX: u64 = 4 << 20;
 const WRITERS: usize = 4;
 
 /// Writer threads for this machine: one core is left to the thread that
-/// feeds them and the decoders. (On 2 cores, a second writer only spins
-/// on the directory lock the first holds: measured slower.)
+/// feeds them and the decoders. (On 2 cores a second writer was measured
+/// slower, even with each directory's files kept to one writer.)
 fn writers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).clamp(1, WRITERS))
 }
@@ -217,9 +264,26 @@ fn writers() -> usize {
 struct Extractor {
     tmp: PathBuf,
     root: bool,
+    /// The owner a new file in the tree gets: the temporary directory's
+    /// (its gid is inherited below it if it is setgid, else it is ours).
+    owner: (u32, u32),
+    /// The process umask, which the mode a file is created with passes
+    /// through.
+    umask: u32,
 }
 
 impl Extractor {
+    fn new(tmp: PathBuf) -> Result<Extractor> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&tmp).ctx(|| tmp.display().to_string())?;
+        Ok(Extractor {
+            tmp,
+            root: sys::is_root(),
+            owner: (m.uid(), m.gid()),
+            umask: sys::umask(),
+        })
+    }
+
     fn target(&self, e: &Entry) -> PathBuf {
         if e.path.is_empty() {
             self.tmp.clone()
@@ -238,20 +302,22 @@ impl Extractor {
             .collect();
         files.sort_by_key(|&i| index.entries[i].offset);
         let failed: parking_lot::Mutex<Option<Error>> = parking_lot::Mutex::new(None);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<FileJob>(64);
-        let rx = parking_lot::Mutex::new(rx);
         std::thread::scope(|scope| -> Result<()> {
+            let mut queues = Vec::new();
             for _ in 0..writers() {
-                scope.spawn(|| loop {
-                    let job = rx.lock().recv();
-                    let Ok(job) = job else { return };
-                    if failed.lock().is_some() {
-                        continue;
-                    }
-                    if let Err(e) = self.write_file(&index.entries[job.entry], &job.data) {
-                        failed.lock().get_or_insert(e);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<FileJob>>(QUEUED_BATCHES);
+                let failed = &failed;
+                scope.spawn(move || {
+                    for job in rx.into_iter().flatten() {
+                        if failed.lock().is_some() {
+                            continue;
+                        }
+                        if let Err(e) = self.write_file(&index.entries[job.entry], &job.data) {
+                            failed.lock().get_or_insert(e);
+                        }
                     }
                 });
+                queues.push(Batcher::new(tx));
             }
             for &i in &files {
                 let e = &index.entries[i];
@@ -264,17 +330,20 @@ impl Extractor {
                         data.push(b);
                         Ok(())
                     })?;
-                    if tx.send(FileJob { entry: i, data }).is_err() {
+                    let n = queues.len();
+                    if !queues[writer_of(&e.path, n)].push(FileJob { entry: i, data }, e.size) {
                         break;
                     }
                 } else {
                     let p = self.target(e);
-                    let mut f = self.create_file(&p)?;
+                    let mut f = self.create_file(e, &p)?;
                     frames.take(e.offset, e.size, |b| f.write_all(&b).ctx(|| p.display().to_string()))?;
                     self.finish_file(e, &p, &f)?;
                 }
             }
-            drop(tx);
+            for q in &mut queues {
+                q.flush();
+            }
             Ok(())
         })?;
         if let Some(err) = failed.into_inner() {
@@ -350,7 +419,7 @@ impl Extractor {
                 continue;
             }
             let p = self.target(e);
-            let mut f = self.create_file(&p)?;
+            let mut f = self.create_file(e, &p)?;
             let mut r = BlockingReader::new(rt, fetcher, layer, e.offset..e.offset + e.size);
             std::io::copy(&mut r, &mut f).map_err(|err| Error::io(p.display().to_string(), err))?;
             pb.inc(e.size);
@@ -426,7 +495,7 @@ impl Extractor {
                 Kind::Dir if slot.is_none() => self.make_dirs(std::iter::once(&e))?,
                 Kind::File => {
                     let p = self.target(&e);
-                    let mut f = self.create_file(&p)?;
+                    let mut f = self.create_file(&e, &p)?;
                     std::io::copy(&mut ar.data(), &mut f).map_err(|err| Error::io(p.display().to_string(), err))?;
                     self.finish_file(&e, &p, &f)?;
                 }
@@ -448,11 +517,14 @@ impl Extractor {
         self.finish_tree(&names)
     }
 
-    fn create_file(&self, p: &Path) -> Result<File> {
+    /// Create file `e` at `p`, with its permission bits where the umask
+    /// lets them through (the tree is not in place yet: nobody else sees
+    /// it before it is finished).
+    fn create_file(&self, e: &Entry, p: &Path) -> Result<File> {
         OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(e.mode & 0o777)
             .custom_flags(libc::O_NOFOLLOW)
             .open(p)
             .ctx(|| p.display().to_string())
@@ -460,19 +532,27 @@ impl Extractor {
 
     fn write_file(&self, e: &Entry, data: &[Bytes]) -> Result<()> {
         let p = self.target(e);
-        let mut f = self.create_file(&p)?;
+        let mut f = self.create_file(e, &p)?;
         for b in data {
             f.write_all(b).ctx(|| p.display().to_string())?;
         }
         self.finish_file(e, &p, &f)
     }
 
+    /// Owner, mode, xattrs and times of a file made by [`Self::create_file`].
+    /// Most files need neither chown nor chmod (a restore of tens of
+    /// thousands of files is bound by such calls): the owner is set when it
+    /// is not the one a new file gets, the mode when the umask took bits
+    /// from it or it has setuid, setgid or sticky bits (set after the
+    /// chown, which clears them).
     fn finish_file(&self, e: &Entry, p: &Path, f: &File) -> Result<()> {
         let ctx = || p.display().to_string();
-        if self.root {
+        if self.root && (e.uid, e.gid) != self.owner {
             std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid)).ctx(ctx)?;
         }
-        f.set_permissions(std::fs::Permissions::from_mode(e.mode)).ctx(ctx)?;
+        if e.mode & 0o7000 != 0 || e.mode & 0o777 & self.umask != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(e.mode)).ctx(ctx)?;
+        }
         self.set_xattrs(e, p)?;
         sys::set_times_fd(f, e.mtime, e.mtime_nsec).ctx(ctx)
     }

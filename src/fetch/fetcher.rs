@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Notify, Semaphore, SemaphorePermit};
 
 use super::cache::{DiskCache, MemCache};
-use super::{check_frame, coalesce, decode_checked, frame_range};
+use super::{check_frame, coalesce, decode_checked, frame_range, Spares};
 use crate::error::{Error, Result};
 use crate::format::Frame;
 use crate::store::{ObjectHandle, Priority};
@@ -124,10 +124,10 @@ struct Memory {
     /// Verified compressed frames.
     packed: MemCache<FrameKey>,
     /// Decode buffers to reuse.
-    spare: Vec<Vec<u8>>,
+    spare: Spares,
 }
 
-/// Decode buffers kept for reuse.
+/// Decode buffers kept for reuse, in frames of the largest size.
 const SPARE_BUFFERS: usize = 4;
 
 /// The decoded set holds at least this many of the largest frames (readers
@@ -135,25 +135,10 @@ const SPARE_BUFFERS: usize = 4;
 const HOT_FRAMES: u64 = 8;
 
 impl Memory {
-    /// A buffer for a `len`-byte frame: a spare one of about that size (a
-    /// bigger one would hold memory the cache does not count), else a new one.
-    fn spare_for(&mut self, len: usize) -> Vec<u8> {
-        match self
-            .spare
-            .iter()
-            .position(|b| b.capacity() >= len && b.capacity() <= len + len / 4)
-        {
-            Some(k) => self.spare.swap_remove(k),
-            None => Vec::new(),
-        }
-    }
-
     fn decoded(&mut self, k: FrameKey, data: Bytes) {
         for old in self.hot.put(k, data) {
-            if self.spare.len() < SPARE_BUFFERS {
-                if let Ok(m) = old.try_into_mut() {
-                    self.spare.push(m.into());
-                }
+            if let Ok(m) = old.try_into_mut() {
+                self.spare.keep(m.into());
             }
         }
     }
@@ -206,7 +191,7 @@ impl Fetcher {
             mem: Mutex::new(Memory {
                 hot: MemCache::new(hot),
                 packed: MemCache::new(packed),
-                spare: Vec::new(),
+                spare: Spares::new(SPARE_BUFFERS * largest as usize),
             }),
             disk,
             inflight: Mutex::new(HashMap::new()),
@@ -604,7 +589,7 @@ impl Fetcher {
             .ok_or_else(|| Error::Internal(format!("no frame {i}")))?;
         let k = (layer, i as u32);
         let full = f.u_len as usize;
-        let buf = self.mem.lock().spare_for(full);
+        let buf = self.mem.lock().spare.take(full);
         let data = decode_checked(i, f, compressed, &l.name, buf, |prefix| {
             let ready: Vec<Waiter> = {
                 let mut inflight = self.inflight.lock();
@@ -619,7 +604,7 @@ impl Fetcher {
                 let _ = w.tx.send(Ok(Bytes::copy_from_slice(&prefix[w.want])));
             }
         })?;
-        self.complete(layer, i, Ok(data));
+        self.complete(layer, i, Ok(Bytes::from(data)));
         Ok(())
     }
 

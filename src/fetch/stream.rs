@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::{decode_frame, MAX_REQUEST};
+use super::{check_frame, decode_checked, Spares, MAX_REQUEST};
 use crate::error::{Error, Result};
 use crate::format::Frame;
 use crate::store::{ObjectHandle, Priority};
@@ -82,6 +82,7 @@ pub fn stream_frames(
     let (runs_tx, mut runs_rx) = mpsc::channel::<RunFrames>(parallel + AHEAD - 1);
     // Permits to fetch, taken in run order, so runs start in order.
     let link = Arc::new(Semaphore::new(parallel));
+    let spares = StreamSpares::new();
     tokio::spawn(async move {
         for run in ramped_runs(&frames, FIRST_REQUEST, MAX_REQUEST, MAX_RUN_DECODED) {
             let (out, run_rx) = mpsc::unbounded_channel();
@@ -91,8 +92,8 @@ pub fn stream_frames(
             let Ok(permit) = link.clone().acquire_owned().await else {
                 return;
             };
-            let (object, frames, what) = (object.clone(), frames.clone(), what.clone());
-            tokio::spawn(async move { fetch_streamed(&object, &frames, run, &what, permit, &out).await });
+            let (object, frames, what, spares) = (object.clone(), frames.clone(), what.clone(), spares.clone());
+            tokio::spawn(async move { fetch_streamed(&object, &frames, run, &what, permit, &out, &spares).await });
         }
     });
     tokio::spawn(async move {
@@ -115,6 +116,43 @@ pub fn stream_frames(
     rx
 }
 
+/// The decode buffers of one stream: a frame's buffer comes back when the
+/// last slice of the frame is dropped, and decodes a later frame.
+#[derive(Clone)]
+struct StreamSpares(Arc<parking_lot::Mutex<Spares>>);
+
+/// Buffers a stream keeps for reuse: enough for the frames that are
+/// released while others are being decoded.
+const SPARE_BYTES: usize = 32 << 20;
+
+impl StreamSpares {
+    fn new() -> StreamSpares {
+        StreamSpares(Arc::new(parking_lot::Mutex::new(Spares::new(SPARE_BYTES))))
+    }
+
+    fn take(&self, len: u64) -> Vec<u8> {
+        self.0.lock().take(usize::try_from(len).unwrap_or(usize::MAX))
+    }
+}
+
+/// A decoded frame's buffer, handed back to its stream when dropped.
+struct Spare {
+    buf: Vec<u8>,
+    home: StreamSpares,
+}
+
+impl AsRef<[u8]> for Spare {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        self.home.0.lock().keep(std::mem::take(&mut self.buf));
+    }
+}
+
 /// Fetch run `run` of `frames` with one streamed read, cutting its body
 /// into frames as it arrives and decoding each on a blocking thread as
 /// soon as it is whole; every frame (or the first error, after the frames
@@ -126,17 +164,26 @@ async fn fetch_streamed(
     what: &str,
     permit: OwnedSemaphorePermit,
     out: &mpsc::UnboundedSender<Result<FrameData>>,
+    spares: &StreamSpares,
 ) {
     if run.is_empty() {
         return;
     }
     let (ztx, zrx) = std::sync::mpsc::channel::<(usize, Bytes)>();
     let decoder = {
-        let (frames, what, out) = (frames.clone(), what.to_string(), out.clone());
+        let (frames, what, out, spares) = (frames.clone(), what.to_string(), out.clone(), spares.clone());
         tokio::task::spawn_blocking(move || {
             for (i, raw) in zrx {
                 let f = &frames[i];
-                let r = decode_frame(i, f, &raw, &what).map(|data| FrameData { u_off: f.u_off, data });
+                let r = check_frame(i, f, &raw, &what)
+                    .and_then(|()| decode_checked(i, f, &raw, &what, spares.take(f.u_len), |_| {}))
+                    .map(|buf| FrameData {
+                        u_off: f.u_off,
+                        data: Bytes::from_owner(Spare {
+                            buf,
+                            home: spares.clone(),
+                        }),
+                    });
                 let failed = r.is_err();
                 if out.send(r).is_err() || failed {
                     return;
@@ -248,6 +295,29 @@ impl std::io::Read for StreamReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_buffer_comes_back_when_its_last_slice_is_dropped() {
+        let spares = StreamSpares::new();
+        let mut buf = spares.take(1000);
+        buf.resize(1000, 7);
+        let at = buf.as_ptr();
+        let frame = Bytes::from_owner(Spare {
+            buf,
+            home: spares.clone(),
+        });
+        let slice = frame.slice(10..20);
+        drop(frame);
+        assert!(spares.0.lock().is_empty(), "back while a slice lives");
+        assert_eq!(&slice[..], &[7; 10]);
+        drop(slice);
+        // The next frame of about that size decodes into the same memory;
+        // one much smaller does not pin it.
+        assert!(spares.take(100).capacity() < 1000);
+        let again = spares.take(900);
+        assert_eq!(again.as_ptr(), at);
+        assert!(spares.0.lock().is_empty());
+    }
 
     #[test]
     fn runs_start_small_and_double_up_to_the_cap() {
