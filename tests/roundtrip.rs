@@ -12,6 +12,13 @@ fn store_arg(dir: &Path) -> String {
     dir.join("store").display().to_string()
 }
 
+/// `lazysnap create SRC --store STORE --name NAME`, not yet run.
+fn create_cmd(src: &Path, store: &str, name: &str) -> std::process::Command {
+    let mut cmd = lazysnap();
+    cmd.arg("create").arg(src).args(["--store", store, "--name", name]);
+    cmd
+}
+
 /// Restore with stock tools: `zstd -d < snap | tar -x`.
 fn stock_extract(snap: &Path, dest: &Path) {
     std::fs::create_dir(dest).expect("mkdir dest");
@@ -43,15 +50,7 @@ fn fidelity_tree_round_trips_through_extract_and_stock_tar(access: Access) {
     let stats = String::from_utf8_lossy(&o.stderr);
     assert!(stats.contains("\"bytes_fetched\":"), "stats line missing: {stats}");
     assert_trees_equal(&src, &out);
-    compare_trees_opts(
-        &src,
-        &out,
-        CompareOpts {
-            owner: true,
-            ..CompareOpts::default()
-        },
-    )
-    .expect("owners");
+    assert_trees_equal_with_owners(&src, &out);
 
     let stock = env.p("stock");
     stock_extract(&env.object_file("fid/base"), &stock);
@@ -95,12 +94,7 @@ fn cat_ls_inspect_fetch_little() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = fidelity_src(tmp.path(), "src", FidelityOpts::BIG);
     let store = store_arg(tmp.path());
-    run_ok(
-        lazysnap()
-            .arg("create")
-            .arg(&src)
-            .args(["--store", &store, "--name", "c"]),
-    );
+    run_ok(&mut create_cmd(&src, &store, "c"));
 
     let o = run_ok(lazysnap().args(["cat", "c", paths::SPACES, "--store", &store, "--stats"]));
     assert_eq!(o.stdout, std::fs::read(src.join(paths::SPACES)).expect("read"));
@@ -144,31 +138,16 @@ fn names_are_validated_and_never_overwritten() {
     std::fs::write(src.join("f"), b"x").expect("write");
     let store = store_arg(tmp.path());
     for bad in ["../escape", "/abs", "a//b", "a/./b", ".hidden", "bad\nname"] {
-        let o = run_fail(
-            lazysnap()
-                .arg("create")
-                .arg(&src)
-                .args(["--store", &store, "--name", bad]),
-        );
+        let o = run_fail(&mut create_cmd(&src, &store, bad));
         assert_eq!(o.status.code(), Some(2), "{bad:?}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(err.contains("bad snapshot name"), "{err}");
     }
-    run_ok(
-        lazysnap()
-            .arg("create")
-            .arg(&src)
-            .args(["--store", &store, "--name", "org/repo/main"]),
-    );
+    run_ok(&mut create_cmd(&src, &store, "org/repo/main"));
     let before = std::fs::read(tmp.path().join("store/org/repo/main.tar.zst")).expect("read");
     std::fs::write(src.join("f"), b"changed").expect("write");
-    let o = run_fail(
-        lazysnap()
-            .arg("create")
-            .arg(&src)
-            .args(["--store", &store, "--name", "org/repo/main"]),
-    );
+    let o = run_fail(&mut create_cmd(&src, &store, "org/repo/main"));
     assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
     assert_eq!(
         std::fs::read(tmp.path().join("store/org/repo/main.tar.zst")).expect("read"),
@@ -223,12 +202,7 @@ fn extract_sets_owners_and_modes_whatever_a_new_file_would_get() {
     }
     std::fs::set_permissions(src.join("d"), std::fs::Permissions::from_mode(0o2775)).expect("chmod d");
     let store = store_arg(tmp.path());
-    run_ok(
-        lazysnap()
-            .arg("create")
-            .arg(&src)
-            .args(["--store", &store, "--name", "owners"]),
-    );
+    run_ok(&mut create_cmd(&src, &store, "owners"));
 
     let parent = tmp.path().join("setgid-parent");
     std::fs::create_dir(&parent).expect("mkdir");
@@ -245,13 +219,5 @@ fn extract_sets_owners_and_modes_whatever_a_new_file_would_get() {
         });
     }
     run_ok(&mut cmd);
-    compare_trees_opts(
-        &src,
-        &out,
-        CompareOpts {
-            owner: true,
-            ..CompareOpts::default()
-        },
-    )
-    .expect("owners and modes");
+    assert_trees_equal_with_owners(&src, &out);
 }

@@ -788,29 +788,42 @@ mod tests {
         assert!(second.memory_bytes <= 16 << 20);
     }
 
+    /// A 2 MiB file of random bytes over a store whose every read takes
+    /// 300 ms, and a fetcher reading it one frame per request over four
+    /// connections: the fetcher, the store, the file's entry and its bytes.
+    fn slow_fetcher(dir: &std::path::Path) -> (Arc<Fetcher>, Arc<crate::store::faulty::FaultyStore>, Entry, Vec<u8>) {
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        let (_, data) = snapshot(&rt, dir, 2 << 20, true);
+        let (store, faulty) = slow_store(dir, 300);
+        let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
+        assert!(
+            chain.top().index.frames.len() >= 30,
+            "{} frames",
+            chain.top().index.frames.len()
+        );
+        let config = FetchConfig {
+            max_request: 64 << 10,
+            parallel: 4,
+            ..FetchConfig::default()
+        };
+        let fetcher = Fetcher::new(chain.layers(), config).expect("fetcher");
+        let e = chain.top().index.entries[chain.top().index.find(b"f").expect("f")].clone();
+        (fetcher, faulty, e, data)
+    }
+
     #[test]
     fn a_reader_does_not_queue_behind_background_work() {
         let rt = tokio::runtime::Runtime::new().expect("rt");
         let dir = tempfile::tempdir().expect("tmp");
-        let (_, data) = snapshot(&rt, dir.path(), 2 << 20, true);
-        // Every store read takes 300 ms.
-        let (store, _) = slow_store(dir.path(), 300);
-        let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
-        let n = chain.top().index.frames.len();
-        assert!(n >= 30, "{n} frames");
-        // One frame per request, two background requests at a time.
-        let config = FetchConfig {
-            max_request: 64 << 10,
-            ..FetchConfig::default()
-        };
-        let fetcher = Fetcher::new(chain.layers(), config).expect("fetcher");
+        let (fetcher, _, e, data) = slow_fetcher(dir.path());
+        let n = fetcher.layers()[0].frames.len();
         {
             let _g = rt.enter();
             fetcher.fetch_background(0, 0..n, Priority::Prefetch);
         }
-        let e = &chain.top().index.entries[chain.top().index.find(b"f").expect("f")];
         let t0 = std::time::Instant::now();
-        // A frame in the middle: about n / 4 store reads queue ahead of it.
+        // A frame in the middle: about n / 4 store reads (two at a time)
+        // queue ahead of it.
         let mid = e.size / 2;
         let got = rt
             .block_on(fetcher.read(0, e.offset + mid..e.offset + mid + 100))
@@ -828,19 +841,8 @@ mod tests {
         for (prio, most) in [(Priority::Readahead, 3), (Priority::Prefetch, 2)] {
             let rt = tokio::runtime::Runtime::new().expect("rt");
             let dir = tempfile::tempdir().expect("tmp");
-            let (_, data) = snapshot(&rt, dir.path(), 2 << 20, true);
-            // Every store read takes 300 ms.
-            let (store, faulty) = slow_store(dir.path(), 300);
-            let chain = rt.block_on(Chain::open(&store, "t")).expect("open");
-            let n = chain.top().index.frames.len();
-            assert!(n >= 30, "{n} frames");
-            // One frame per request, four connections.
-            let config = FetchConfig {
-                max_request: 64 << 10,
-                parallel: 4,
-                ..FetchConfig::default()
-            };
-            let fetcher = Fetcher::new(chain.layers(), config).expect("fetcher");
+            let (fetcher, faulty, e, data) = slow_fetcher(dir.path());
+            let n = fetcher.layers()[0].frames.len();
             {
                 let _g = rt.enter();
                 fetcher.fetch_background(0, 0..n - 1, prio);
@@ -850,7 +852,6 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(750));
             assert_eq!(faulty.peak_reads(), most, "{prio:?}");
             // The last frame, which nothing fetches yet, is read at once.
-            let e = &chain.top().index.entries[chain.top().index.find(b"f").expect("f")];
             let t0 = std::time::Instant::now();
             let got = rt
                 .block_on(fetcher.read(0, e.offset + e.size - 100..e.offset + e.size))

@@ -725,6 +725,18 @@ pub fn assert_trees_equal(a: &Path, b: &Path) {
     }
 }
 
+/// Panics with the difference list unless `a` and `b` compare equal under
+/// [`compare_trees`] with owners (uid/gid) compared too.
+pub fn assert_trees_equal_with_owners(a: &Path, b: &Path) {
+    let opts = CompareOpts {
+        owner: true,
+        ..CompareOpts::default()
+    };
+    if let Err(diff) = compare_trees_opts(a, b, opts) {
+        panic!("{diff}");
+    }
+}
+
 /// Compares the trees rooted at `a` and `b` (see the module docs for what
 /// is checked). Returns `Err` with the first [`MAX_REPORTED`] differences
 /// and the total count; also `Err` if a tree cannot be read.
