@@ -33,6 +33,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy -j "$jobs" --all-targets --locked -- -D warnings
 echo "== cargo test"
+# Every lazysnap process the suite starts (commands, mount daemons, signers)
+# also writes a trace-level log into this directory; none may hold a secret.
+trace_dir=$(mktemp -d "${TMPDIR:-/tmp}/lazysnap-trace.XXXXXX")
+trap 'rm -rf "$trace_dir"' EXIT
+export LAZYSNAP_TRACE_DIR="$trace_dir"
 # Integration tests spawn the binary and move hundreds of MB; two at a time
 # fit a 2-core machine.
 cargo test -j "$jobs" --locked --lib --bins --tests "$@" -- --test-threads 2
+unset LAZYSNAP_TRACE_DIR
+echo "== trace logs of the whole run hold no secret"
+./scripts/check-trace-logs.sh "$trace_dir"

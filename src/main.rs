@@ -1081,6 +1081,53 @@ const SECRET_BEARING_TARGETS: &[&str] = &[
     "rustls=info",
 ];
 
+/// Also write a trace-level log of this process (the same targets clamped)
+/// to `$LAZYSNAP_TRACE_DIR/lazysnap-PID.log`: for a bug report, or for the
+/// test suite, which greps the logs of every process it ran for secrets.
+const TRACE_DIR_ENV: &str = "LAZYSNAP_TRACE_DIR";
+
+/// `filter`, with the targets that may print secrets clamped: the AWS SDK
+/// and the HTTP stack log requests (URLs with their query strings, signing
+/// material) at debug and trace, so never below info, whatever is asked.
+fn clamped(mut filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    for clamp in SECRET_BEARING_TARGETS {
+        if let Ok(d) = clamp.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
+
+/// Logs to stderr at `RUST_LOG` (else `default_filter`), and at trace level
+/// to a file when [`TRACE_DIR_ENV`] is set.
+fn init_logging(default_filter: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let stderr = fmt::layer()
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: a daemon's log file is plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(clamped(filter));
+    let file = std::env::var_os(TRACE_DIR_ENV).and_then(|dir| {
+        let p = std::path::Path::new(&dir).join(format!("lazysnap-{}.log", std::process::id()));
+        match std::fs::OpenOptions::new().create(true).append(true).open(&p) {
+            Ok(f) => Some(
+                fmt::layer()
+                    .with_writer(std::sync::Mutex::new(f))
+                    .with_ansi(false)
+                    .with_filter(clamped(EnvFilter::new("trace"))),
+            ),
+            Err(e) => {
+                eprintln!("lazysnap: warning: {TRACE_DIR_ENV}: {}: {e}", p.display());
+                None
+            }
+        }
+    });
+    tracing_subscriber::registry().with(stderr).with(file).init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A signer logs every call by default (one line each, at info).
@@ -1088,22 +1135,7 @@ fn main() -> ExitCode {
         Command::Signer { .. } => "warn,lazysnap::signer=info",
         _ => "warn",
     };
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    // The AWS SDK and the HTTP stack log requests (URLs with their query
-    // strings, signing material) at debug and trace: never below info,
-    // whatever RUST_LOG asks for.
-    for clamp in SECRET_BEARING_TARGETS {
-        if let Ok(d) = clamp.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a daemon's log file is plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(default_filter);
     if cli.s3_path_style {
         // The S3 store reads it, and a mount daemon inherits it. (Set
         // before any thread starts.)

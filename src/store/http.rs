@@ -485,7 +485,7 @@ pub fn body_reader(
             let resumed = match (size, &etag) {
                 (Some(total), Some(tag)) if resumes < RESUMES => {
                     resumes += 1;
-                    tracing::debug!("{}: {err}; resuming at byte {got} ({resumes}/{RESUMES})", object.what);
+                    tracing::debug!("{err}; resuming at byte {got} ({resumes}/{RESUMES})");
                     let mut req = object
                         .client
                         .get(object.url.clone())
