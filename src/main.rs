@@ -889,7 +889,12 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             }
         }
         Command::Rm { name, store, force } => {
-            let broken = cmd::inspect::rm(h, &open_writable(&store)?, &name, force)?;
+            let advice = if signer_store().is_some() {
+                lazysnap::signer::service::NEEDED_ADVICE
+            } else {
+                "--force deletes it anyway, breaking their chains"
+            };
+            let broken = cmd::inspect::rm(h, &open_writable(&store)?, &name, force, advice)?;
             if broken.is_empty() {
                 println!("deleted {name}");
             } else {

@@ -199,6 +199,21 @@ fn a_pod_reads_and_writes_only_what_its_token_grants() {
     env.umount(&m);
     let o = run_ok(pod_as(&env, READ_A).args(["cat", "org/a/next", "new.txt"]));
     assert_eq!(o.stdout, b"new\n");
+    // A snapshot a diff needs: a pod cannot delete it, --force or not (the
+    // signer refuses too), and is told what it can do.
+    for force in [false, true] {
+        let mut cmd = pod_as(&env, WRITE_A);
+        cmd.args(["rm", "org/a/main"]);
+        if force {
+            cmd.arg("--force");
+        }
+        let e = error_line(&run_fail(&mut cmd));
+        assert!(e.contains("the diff org/a/next was made on it"), "{e}");
+        assert!(e.contains("delete those diffs first") && !e.contains("--force"), "{e}");
+        assert_eq!(e.matches("refused").count(), 1, "{e}");
+    }
+    let o = run_ok(pod_as(&env, READ_A).args(["cat", "org/a/main", "hello.txt"]));
+    assert!(!o.stdout.is_empty());
     let o = run_ok(pod_as(&env, WRITE_A).args(["rm", "org/a/next"]));
     logs.push(text(&o));
 

@@ -518,8 +518,8 @@ impl Extractor {
     }
 
     /// Create file `e` at `p`, with its permission bits where the umask
-    /// lets them through (the tree is not in place yet: nobody else sees
-    /// it before it is finished).
+    /// lets them through: while it is written, it is never more open than
+    /// it will be in DEST (and the tree is still under its temporary name).
     fn create_file(&self, e: &Entry, p: &Path) -> Result<File> {
         OpenOptions::new()
             .write(true)

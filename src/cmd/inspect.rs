@@ -450,13 +450,14 @@ fn changes(a: &Tree, b: &Tree) -> Vec<Change> {
 
 /// Delete snapshot `name` from `store`. A snapshot whose chain needs it (a
 /// diff made on it) keeps it unless `force`: then those are left broken.
+/// A refusal ends with `advice` (what the caller can do about it).
 /// Returns the snapshots that depended on it.
-pub fn rm(rt: &Handle, store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
-    rt.block_on(remove(store, name, force))
+pub fn rm(rt: &Handle, store: &Store, name: &str, force: bool, advice: &str) -> Result<Vec<String>> {
+    rt.block_on(remove(store, name, force, advice))
 }
 
 /// [`rm`], in a runtime (the signer service deletes this way).
-pub async fn remove(store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
+pub async fn remove(store: &Store, name: &str, force: bool, advice: &str) -> Result<Vec<String>> {
     let key = crate::store::snapshot_key(name)?;
     store.size(&key).await.map_err(|e| match e {
         Error::NotFound { .. } => Error::not_found(format!("snapshot {name} in {}", store.describe())),
@@ -485,7 +486,7 @@ pub async fn remove(store: &Store, name: &str, force: bool) -> Result<Vec<String
         return Err(Error::refused(
             format!("snapshot {name}"),
             format!(
-                "the diff{} {}{more} {} made on it; --force deletes it anyway, breaking their chains",
+                "the diff{} {}{more} {} made on it; {advice}",
                 if children.len() == 1 { "" } else { "s" },
                 shown.join(", "),
                 if children.len() == 1 { "was" } else { "were" }

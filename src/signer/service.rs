@@ -117,6 +117,10 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// Why a signer refuses to delete a snapshot that a diff needs, and what
+/// the pod can do (pod mode's `rm` says the same before asking).
+pub const NEEDED_ADVICE: &str = "a signer never deletes what another snapshot's chain needs: delete those diffs first";
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         let (status, code) = match &e {
@@ -132,7 +136,13 @@ impl From<Error> for ApiError {
             Error::Timeout { .. } => (504, "timeout"),
             Error::Io { .. } | Error::InUse { .. } | Error::Internal(_) | Error::Daemon(_) => (500, "internal"),
         };
-        ApiError::new(status, code, e.to_string())
+        // A refusal's message is its reason: the client names what it asked
+        // about (it would otherwise say "refused" twice).
+        let message = match e {
+            Error::Refused { why, .. } => why,
+            e => e.to_string(),
+        };
+        ApiError::new(status, code, message)
     }
 }
 
@@ -459,11 +469,12 @@ impl Signer {
         })
     }
 
-    /// `DELETE /v1/snapshots/{name}`: as `lazysnap rm` without `--force`.
+    /// `DELETE /v1/snapshots/{name}`: as `lazysnap rm` without `--force`
+    /// (a signer never breaks a chain).
     pub async fn delete(&self, grant: &Grant, name: &str) -> ApiResult<Deleted> {
         writable(grant)?;
         scoped_key(grant, name)?;
-        crate::cmd::inspect::remove(&self.store, name, false).await?;
+        crate::cmd::inspect::remove(&self.store, name, false, NEEDED_ADVICE).await?;
         Ok(Deleted { name: name.to_string() })
     }
 }
