@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -252,26 +252,49 @@ fn bearer(req: &Request<Incoming>) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
 }
 
+/// A body over the limit is still read, up to this many bytes, before the
+/// 413 is sent: a server that answers and closes while the client is still
+/// writing resets the connection, and the client sees a broken pipe
+/// instead of the answer. Past this, the connection is closed unread.
+const DRAIN_MAX: usize = 4 * api::MAX_BODY;
+
 /// The JSON body, at most [`api::MAX_BODY`] bytes.
 async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> ApiResult<T> {
-    let too_large = || ApiError::new(413, "too_large", format!("request body over {} bytes", api::MAX_BODY));
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > api::MAX_BODY as u64) {
-        return Err(too_large());
+    let mut over = declared.is_some_and(|n| n > api::MAX_BODY as u64);
+    let mut incoming = req.into_body();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    let read = tokio::time::timeout(BODY_TIMEOUT, async {
+        while let Some(frame) = incoming.frame().await {
+            let Ok(data) = frame?.into_data() else { continue };
+            seen = seen.saturating_add(data.len());
+            over |= seen > api::MAX_BODY;
+            if over {
+                kept = Vec::new();
+                if seen > DRAIN_MAX {
+                    break;
+                }
+            } else {
+                kept.extend_from_slice(&data);
+            }
+        }
+        Ok::<(), hyper::Error>(())
+    })
+    .await;
+    if over {
+        return Err(ApiError::new(413, "too_large", format!("request body over {} bytes", api::MAX_BODY)));
     }
-    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), api::MAX_BODY).collect())
-        .await
-        .map_err(|_| ApiError::new(408, "timeout", "the request body took too long"))?;
-    let bytes = match collected {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(_) => return Err(ApiError::bad_request("the request body was cut short")),
-    };
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
+    match read {
+        Err(_) => return Err(ApiError::new(408, "timeout", "the request body took too long")),
+        Ok(Err(_)) => return Err(ApiError::bad_request("the request body was cut short")),
+        Ok(Ok(())) => {}
+    }
+    serde_json::from_slice(&kept).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
 }
 
 /// Decode `%XX` escapes of a path segment (strictly: a stray `%` or bytes
