@@ -8,6 +8,9 @@
 
 use std::net::SocketAddr;
 
+#[path = "../tests/common/s3_serve.rs"]
+mod s3_serve;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(dir) = args.first() else {
@@ -20,23 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let fs = s3s_fs::FileSystem::new(dir).map_err(|e| format!("serving {dir}: {e:?}"))?;
-        let mut b = s3s::service::S3ServiceBuilder::new(fs);
-        b.set_auth(s3s::auth::SimpleAuth::from_single(ak.as_str(), sk.as_str()));
-        let service = b.build();
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
         println!("listening on http://{}", listener.local_addr()?);
-        let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        loop {
-            let (sock, _) = listener.accept().await?;
-            // Without it, keep-alive requests stall ~40 ms each.
-            let _ = sock.set_nodelay(true);
-            let conn = http
-                .serve_connection(hyper_util::rt::TokioIo::new(sock), service.clone())
-                .into_owned();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
+        s3_serve::serve(listener, std::path::Path::new(dir), &ak, &sk).await?;
+        Ok(())
     })
 }

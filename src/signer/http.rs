@@ -287,7 +287,11 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> ApiResult<T> {
     })
     .await;
     if over {
-        return Err(ApiError::new(413, "too_large", format!("request body over {} bytes", api::MAX_BODY)));
+        return Err(ApiError::new(
+            413,
+            "too_large",
+            format!("request body over {} bytes", api::MAX_BODY),
+        ));
     }
     match read {
         Err(_) => return Err(ApiError::new(408, "timeout", "the request body took too long")),

@@ -31,6 +31,7 @@
 #![allow(dead_code)]
 
 pub mod s3;
+pub mod s3_serve;
 pub mod signer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -41,23 +41,12 @@ impl S3Server {
             .enable_all()
             .build()
             .expect("runtime");
-        let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
-        let mut b = s3s::service::S3ServiceBuilder::new(fs);
-        b.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
-        let service = b.build();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let served = root.to_path_buf();
         rt.spawn(async move {
-            let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            while let Ok((sock, _)) = listener.accept().await {
-                // Without it, keep-alive requests stall ~40 ms each.
-                let _ = sock.set_nodelay(true);
-                let conn = http
-                    .serve_connection(hyper_util::rt::TokioIo::new(sock), service.clone())
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+            if let Err(e) = super::s3_serve::serve(listener, &served, AK, SK).await {
+                eprintln!("test S3 server: {e}");
             }
         });
         S3Server {
