@@ -402,3 +402,94 @@ fn the_daemon_log_is_plain_text() {
     assert!(!text.contains("Not Implemented"), "{text}");
     env.umount(&m);
 }
+
+/// A one-request HTTP exchange with `addr`: the status code and the body
+/// bytes that arrived before the connection closed.
+fn http_get(addr: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(got.len(), |p| p + 4);
+    let status = String::from_utf8_lossy(&got[..head_end.min(got.len())])
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, got[head_end..].to_vec())
+}
+
+/// `lazysnap-shaper` running `args` in front of an upstream that answers
+/// every request with 100,000 bytes; its address.
+fn shaper_cli(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, Read, Write};
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = upstream.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for mut s in upstream.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(&[b'x'; 100_000]);
+        }
+    });
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lazysnap-shaper"))
+        .args(["--upstream", &up, "--rtt", "1ms"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the shaper");
+    let mut line = String::new();
+    let out = child.stdout.take().expect("stdout");
+    std::io::BufReader::new(out).read_line(&mut line).expect("read");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("address line")
+        .to_string();
+    (child, addr)
+}
+
+/// The shaper binary's faults: --cut-once cuts one body short and then
+/// passes everything; --deny answers 403 AccessDenied until SIGUSR1 turns
+/// it off.
+#[test]
+fn the_shaper_binary_cuts_once_and_denies_until_signalled() {
+    let (mut cut, addr) = shaper_cli(&["--cut-once", "50000"]);
+    let (status, body) = http_get(&addr);
+    assert_eq!(status, 200);
+    assert!(body.len() < 100_000, "not cut: {} bytes", body.len());
+    assert_eq!(http_get(&addr), (200, vec![b'x'; 100_000]), "cut only once");
+    let _ = cut.kill();
+    let _ = cut.wait();
+
+    let (mut deny, addr) = shaper_cli(&["--deny"]);
+    let (status, body) = http_get(&addr);
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("AccessDenied"));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(deny.id() as i32, libc::SIGUSR1) };
+    let t0 = std::time::Instant::now();
+    loop {
+        let (status, body) = http_get(&addr);
+        if status == 200 {
+            assert_eq!(body.len(), 100_000);
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "still {status} after SIGUSR1"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = deny.kill();
+    let _ = deny.wait();
+}
