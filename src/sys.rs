@@ -162,9 +162,18 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// The process's file mode creation mask. (Read by setting it and setting
-/// it back: call it before other threads create files.)
+/// The process's file mode creation mask: from `/proc/self/status` (Linux
+/// 4.7+), else by setting it and setting it back (then call it before
+/// other threads create files).
 pub fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let listed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok());
+    if let Some(m) = listed {
+        return m;
+    }
     // SAFETY: umask has no preconditions; the mask is restored at once.
     unsafe {
         let m = libc::umask(0o077);
@@ -286,4 +295,25 @@ pub fn read_small_file(path: &Path, max: u64, what: &str) -> crate::error::Resul
         });
     }
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn umask_is_read_without_changing_it() {
+        // SAFETY: umask has no preconditions; the mask is restored at once.
+        let set = unsafe {
+            let m = libc::umask(0o022);
+            libc::umask(m);
+            m
+        };
+        assert_eq!(super::umask(), set);
+        // SAFETY: as above.
+        let after = unsafe {
+            let m = libc::umask(0o022);
+            libc::umask(m);
+            m
+        };
+        assert_eq!(after, set);
+    }
 }
