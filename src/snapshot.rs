@@ -38,12 +38,22 @@ impl Snapshot {
     /// Read the footer and index of `name`: one suffix read, and a second
     /// ranged read only when the index does not fit in the first.
     pub async fn open(store: &Store, name: &str) -> Result<Snapshot> {
+        Snapshot::open_to_read(store, name, 0).await
+    }
+
+    /// [`Snapshot::open`]; with `head` > 0, for a reader of every frame in
+    /// order (a full restore), which the store may start serving while the
+    /// index is on its way (see [`Store::open_object_to_read`]).
+    pub async fn open_to_read(store: &Store, name: &str, head: u64) -> Result<Snapshot> {
         let key = snapshot_key(name)?;
         let what = format!("snapshot {name}");
-        let (object, tail) = store.open_object(&key, SUFFIX_READ).await.map_err(|e| match e {
-            Error::NotFound { .. } => Error::not_found(format!("snapshot {name} in {}", store.describe())),
-            e => e,
-        })?;
+        let (object, tail) = store
+            .open_object_to_read(&key, SUFFIX_READ, head)
+            .await
+            .map_err(|e| match e {
+                Error::NotFound { .. } => Error::not_found(format!("snapshot {name} in {}", store.describe())),
+                e => e,
+            })?;
         let size = object.size();
         if tail.len() < FOOTER_LEN {
             return Err(Error::corrupt(&what, "shorter than a footer (truncated?)"));
@@ -131,7 +141,13 @@ impl Chain {
     /// checking that every parent is the exact snapshot its child was made
     /// against (index digest).
     pub async fn open(store: &Store, name: &str) -> Result<Chain> {
-        let mut snapshots = vec![Snapshot::open(store, name).await?];
+        Chain::open_to_read(store, name, 0).await
+    }
+
+    /// [`Chain::open`], the top snapshot opened for a full read of its
+    /// first `head` bytes onwards (see [`Snapshot::open_to_read`]).
+    pub async fn open_to_read(store: &Store, name: &str, head: u64) -> Result<Chain> {
+        let mut snapshots = vec![Snapshot::open_to_read(store, name, head).await?];
         loop {
             let child = &snapshots[snapshots.len() - 1];
             let Some(parent) = child.index.parent.clone() else {

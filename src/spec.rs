@@ -34,7 +34,7 @@ use crate::format::footer::{Footer, FOOTER_LEN};
 use crate::format::{hex, limits};
 use crate::snapshot::{Chain, MAX_CHAIN};
 use crate::store::http::{self, UrlObject, Want};
-use crate::store::{snapshot_key, ObjectId, ObjectReader, ObjectSource, Store};
+use crate::store::{snapshot_key, HeadFirst, ObjectId, ObjectReader, ObjectSource, Store};
 
 /// What `kind` says.
 pub const KIND: &str = "lazysnap-mount-spec";
@@ -244,6 +244,32 @@ impl ObjectSource for SpecSource {
             .get(key)
             .ok_or_else(|| Error::not_found(format!("{key} in {}", self.what)))?;
         open_layer(layer_object(&self.client, l)?, l, tail).await
+    }
+
+    /// The layer's first data is asked for alongside its index, when the
+    /// spec says where both are and which ETag the object has.
+    async fn open_to_read_all(&self, key: &str, tail: u64, head: u64) -> Result<(Arc<dyn ObjectReader>, Bytes)> {
+        let l = self
+            .layers
+            .get(key)
+            .ok_or_else(|| Error::not_found(format!("{key} in {}", self.what)))?;
+        let object = layer_object(&self.client, l)?;
+        let (Some(size), Some(data), Some(etag)) = (l.size, l.index_offset, l.etag.clone()) else {
+            return open_layer(object, l, tail).await;
+        };
+        let len = head.min(data);
+        if len == 0 {
+            return open_layer(object, l, tail).await;
+        }
+        let early = {
+            let object = object.clone();
+            tokio::spawn(async move {
+                let answer = object.get(&Want::Exact(0..len, size), Some(&etag)).await?;
+                Ok(answer.body)
+            })
+        };
+        let (reader, bytes) = open_layer(object, l, tail).await.inspect_err(|_| early.abort())?;
+        Ok((Arc::new(HeadFirst::new(reader, len, early)), bytes))
     }
 }
 

@@ -43,7 +43,8 @@ pub fn extract(rt: &Handle, store: &Store, name: &str, dest: &Path) -> Result<()
             what: dest.display().to_string(),
         });
     }
-    let chain = rt.block_on(Chain::open(store, name))?;
+    // The first run of a full read may start while the index is on its way.
+    let chain = rt.block_on(Chain::open_to_read(store, name, crate::fetch::stream::EARLY_HEAD))?;
     let tree = chain.tree()?;
     tracing::debug!(
         "extracting {name} ({} layers, {} names) into {}",

@@ -35,6 +35,12 @@ pub struct FrameData {
 /// runs double up to [`MAX_REQUEST`].
 const FIRST_REQUEST: u64 = 1 << 20;
 
+/// What a full read may ask for while the index is still on its way: the
+/// first two runs of the ramp (1 + 2 MiB). Still arriving when the index
+/// has come, it keeps the link busy while the next runs' requests (on new
+/// connections: two round trips) get going.
+pub const EARLY_HEAD: u64 = 3 * FIRST_REQUEST;
+
 /// Decompressed bytes a run may hold at most (at least one frame): a run
 /// of highly compressible frames stays small in memory too.
 const MAX_RUN_DECODED: u64 = 64 << 20;

@@ -87,6 +87,90 @@ pub trait ObjectReader: Send + Sync + 'static {
     }
 }
 
+/// A reader whose first `len` bytes were asked for while it was opened (a
+/// full read's first data, see [`ObjectSource::open_to_read_all`]): reads
+/// within them are answered from that answer, the rest (and everything, if
+/// that read failed: then it is retried as any read) from the object.
+pub struct HeadFirst {
+    inner: Arc<dyn ObjectReader>,
+    len: u64,
+    early: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<Bytes>>>>,
+    head: tokio::sync::OnceCell<Option<Bytes>>,
+}
+
+impl HeadFirst {
+    /// `inner`, its bytes `0..len` coming from the task `early`.
+    pub fn new(inner: Arc<dyn ObjectReader>, len: u64, early: tokio::task::JoinHandle<Result<Bytes>>) -> HeadFirst {
+        HeadFirst {
+            inner,
+            len,
+            early: tokio::sync::Mutex::new(Some(early)),
+            head: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Bytes `range` from the early read, if they lie within it and it
+    /// succeeded.
+    async fn head(&self, range: &Range<u64>) -> Option<Bytes> {
+        if range.start >= range.end || range.end > self.len {
+            return None;
+        }
+        let head = self
+            .head
+            .get_or_init(|| async {
+                let early = self.early.lock().await.take()?;
+                match early.await {
+                    Ok(Ok(b)) if b.len() as u64 == self.len => Some(b),
+                    Ok(Err(e)) => {
+                        tracing::debug!("the early read failed ({e}); reading again");
+                        None
+                    }
+                    _ => None,
+                }
+            })
+            .await;
+        let (s, e) = (usize::try_from(range.start).ok()?, usize::try_from(range.end).ok()?);
+        head.as_ref().map(|b| b.slice(s..e))
+    }
+}
+
+impl Drop for HeadFirst {
+    fn drop(&mut self) {
+        if let Some(t) = self.early.get_mut().take() {
+            t.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectReader for HeadFirst {
+    fn id(&self) -> &ObjectId {
+        self.inner.id()
+    }
+
+    async fn get_range(&self, range: Range<u64>, prio: Priority) -> Result<Bytes> {
+        match self.head(&range).await {
+            Some(b) => Ok(b),
+            None => self.inner.get_range(range, prio).await,
+        }
+    }
+
+    async fn stream_range(&self, range: Range<u64>, prio: Priority, sink: &mut Sink<'_>) -> Result<()> {
+        match self.head(&range).await {
+            Some(b) => sink(b),
+            None => self.inner.stream_range(range, prio, sink).await,
+        }
+    }
+
+    fn expires(&self) -> Option<std::time::SystemTime> {
+        self.inner.expires()
+    }
+
+    async fn renew(&self) -> Result<bool> {
+        self.inner.renew().await
+    }
+}
+
 /// Where [`ObjectReader::stream_range`] hands the pieces of a read; an
 /// error from it ends the read with that error.
 pub type Sink<'a> = dyn FnMut(Bytes) -> Result<()> + Send + 'a;
@@ -99,6 +183,15 @@ pub trait ObjectSource: Send + Sync + 'static {
     /// Open object `key`: a handle on it and its last `tail` bytes (fewer
     /// if it is shorter), in one request.
     async fn open(&self, key: &str, tail: u64) -> Result<(Arc<dyn ObjectReader>, Bytes)>;
+    /// [`ObjectSource::open`], for a reader that goes on to read the whole
+    /// object from its start (a full restore): a source that knows where
+    /// the object's data is may fetch its first `head` bytes while it
+    /// opens, and answer reads within them from memory, so the first data
+    /// does not wait a round trip behind the index.
+    async fn open_to_read_all(&self, key: &str, tail: u64, head: u64) -> Result<(Arc<dyn ObjectReader>, Bytes)> {
+        let _ = head;
+        self.open(key, tail).await
+    }
 }
 
 /// Lists, sizes, uploads and deletes objects: the write capability.
@@ -406,8 +499,19 @@ impl Store {
     /// Open object `key`: a handle for every later read, and its last
     /// `tail` bytes (one request; retried).
     pub async fn open_object(&self, key: &str, tail: u64) -> Result<(ObjectHandle, Bytes)> {
+        self.open_object_to_read(key, tail, 0).await
+    }
+
+    /// [`Store::open_object`]; with `head` > 0, for a reader that goes on
+    /// to read the whole object from its start (see
+    /// [`ObjectSource::open_to_read_all`]).
+    pub async fn open_object_to_read(&self, key: &str, tail: u64, head: u64) -> Result<(ObjectHandle, Bytes)> {
         let (reader, bytes) = retry(self.policy, key, || async {
-            let r = self.source.open(key, tail).await?;
+            let r = if head > 0 {
+                self.source.open_to_read_all(key, tail, head).await?
+            } else {
+                self.source.open(key, tail).await?
+            };
             self.stats.count(r.1.len());
             Ok(r)
         })
@@ -972,6 +1076,47 @@ mod tests {
             };
             Ok((Arc::new(r), Bytes::new()))
         }
+    }
+
+    #[tokio::test]
+    async fn reads_within_an_early_head_are_answered_from_it_and_a_failed_one_falls_back() {
+        let (src, _) = scripted(0);
+        let (inner, _) = src.open("k", 0).await.expect("open");
+        // The early read of bytes 0..10 brought 7s.
+        let early = tokio::spawn(async { Ok(Bytes::from(vec![7u8; 10])) });
+        let r = HeadFirst::new(inner.clone(), 10, early);
+        assert_eq!(
+            &r.get_range(2..5, Priority::Foreground).await.expect("head")[..],
+            &[7; 3]
+        );
+        let mut got = Vec::new();
+        r.stream_range(0..10, Priority::Foreground, &mut |b| {
+            got.extend_from_slice(&b);
+            Ok(())
+        })
+        .await
+        .expect("head, streamed");
+        assert_eq!(got, vec![7; 10]);
+        assert!(src.seen.lock().is_empty(), "the object was not asked");
+        // Past the head: the object (whose byte i is i when streamed).
+        got.clear();
+        r.stream_range(8..12, Priority::Foreground, &mut |b| {
+            got.extend_from_slice(&b);
+            Ok(())
+        })
+        .await
+        .expect("past the head");
+        assert_eq!(got, vec![8, 9, 10, 11]);
+        assert_eq!(r.get_range(20..30, Priority::Prefetch).await.expect("beyond").len(), 10);
+        assert_eq!(*src.seen.lock(), vec![Priority::Prefetch]);
+        // An early read that failed: every read goes to the object.
+        let failed = tokio::spawn(async { Err(Error::store(StoreErrorKind::Transient, "k", "early")) });
+        let r = HeadFirst::new(inner, 10, failed);
+        assert_eq!(
+            &r.get_range(2..5, Priority::Foreground).await.expect("fallback")[..],
+            &[0; 3]
+        );
+        assert_eq!(src.seen.lock().len(), 2);
     }
 
     /// A store of one scripted object (3 attempts a read, quick backoff)
