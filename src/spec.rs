@@ -239,11 +239,7 @@ impl ObjectSource for SpecSource {
     }
 
     async fn open(&self, key: &str, tail: u64) -> Result<(Arc<dyn ObjectReader>, Bytes)> {
-        let l = self
-            .layers
-            .get(key)
-            .ok_or_else(|| Error::not_found(format!("{key} in {}", self.what)))?;
-        open_layer(layer_object(&self.client, l)?, l, tail).await
+        self.open_to_read_all(key, tail, 0).await
     }
 
     /// The layer's first data is asked for alongside its index, when the
